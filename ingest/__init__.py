@@ -1,0 +1,5 @@
+"""The write side: load documents, chunk them by tokens, embed them and commit them to an index."""
+
+from ingest.pipeline import FileProgress, IngestReport, SkippedFile, ingest
+
+__all__ = ["FileProgress", "IngestReport", "SkippedFile", "ingest"]

@@ -1,0 +1,271 @@
+"""discover -> hash -> load -> chunk -> embed (batched) -> commit, incrementally and atomically.
+
+Loading and chunking run in a background thread while the main thread embeds, so parsing PDFs
+overlaps with the embedder's forward passes. Identical chunk texts are embedded once. Everything
+is published in one atomic commit at the end; an interrupted run leaves the previous index as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ingest.chunking import Chunk, Chunker, ChunkLimits
+from ingest.loaders import LoadedFile, LoadError, discover, load
+from rag.config import Settings
+from rag.embeddings import Embedder
+from rag.errors import NothingIngested
+from rag.store import Manifest, NewChunk, open_writer
+from rag.tokens import Tokenizer, load_tokenizer, tokenizer_name
+
+log = logging.getLogger(__name__)
+
+
+class SkippedFile(BaseModel):
+    path: str
+    reason: str
+
+
+class IngestReport(BaseModel):
+    """What one ingest run did; the CLI prints it as JSON with ``--json``."""
+
+    index: str
+    files_ingested: int = Field(0, description="Files added or updated by this run.")
+    files_skipped: list[SkippedFile] = Field(default_factory=list)
+    added: int = Field(0, description="New files.")
+    updated: int = Field(0, description="Files whose content changed; their old chunks replaced.")
+    unchanged: int = Field(0, description="Files already in the index with the same content.")
+    deleted: int = 0
+    pages: int = Field(0, description="Pages (PDF) or files (text) with text, in ingested files.")
+    pages_without_text: int = Field(0, description="PDF pages with no text layer (need OCR).")
+    chars: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    chunks_total: int = 0
+    documents_total: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class FileProgress:
+    """Passed to the progress callback once per file handled."""
+
+    done: int
+    total: int
+    path: str
+    status: str  # "added", "updated", "unchanged" or "skipped"
+    pages: int
+    chunks: int
+
+
+ProgressCallback = Callable[[FileProgress], None]
+
+
+@dataclass
+class _Work:
+    path: Path
+    sha256: str
+    size: int
+    loaded: LoadedFile | None
+    chunks: list[Chunk]
+    status: str
+    reason: str | None = None
+
+
+class _Done:
+    pass
+
+
+def ingest(
+    paths: Iterable[str | Path],
+    index_dir: str | Path,
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    tokenizer: Tokenizer | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Ingest files and folders into ``index_dir``, creating it if needed.
+
+    Files already in the index with the same content are left alone; changed files have their
+    chunks replaced. Unreadable files are reported in ``files_skipped`` and the rest goes on.
+    Raises :class:`~rag.errors.NothingIngested` when files were given but none could be read.
+    """
+    settings = settings or Settings.load()
+    started = time.perf_counter()
+    index_dir = Path(index_dir)
+    embedder = embedder or Embedder(settings.embedder, settings.device)
+    tokenizer = tokenizer or load_tokenizer(settings)
+    report = IngestReport(index=str(index_dir))
+
+    candidates: list[Path] = []
+    for path, reason in discover(paths):
+        if reason is None:
+            candidates.append(path)
+        else:
+            report.files_skipped.append(SkippedFile(path=str(path), reason=reason))
+
+    manifest = Manifest(
+        embedder=embedder.name,
+        dimension=embedder.dimension,
+        tokenizer=tokenizer_name(settings),
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+    )
+    chunker = Chunker(
+        ChunkLimits(
+            chunk_tokens=settings.chunk_tokens,
+            overlap_tokens=settings.chunk_overlap,
+            embed_tokens=embedder.max_tokens,
+        ),
+        count_llm=tokenizer.count_many,
+        count_embed=embedder.count_tokens,
+    )
+    total = len(candidates)
+    with open_writer(index_dir, manifest) as writer:
+        known = {}
+        for path in candidates:
+            rec = writer.find_source(str(path))
+            if rec is not None:
+                known[str(path)] = rec
+        work_q: queue.Queue[_Work | _Done | BaseException] = queue.Queue(maxsize=8)
+        producer = threading.Thread(
+            target=_produce, args=(candidates, known, chunker, work_q), daemon=True
+        )
+        producer.start()
+        cache: dict[str, np.ndarray] = {}
+        done = 0
+        while True:
+            item = work_q.get()
+            if isinstance(item, _Done):
+                break
+            if isinstance(item, BaseException):
+                raise item
+            done += 1
+            n_chunks = 0
+            if item.status == "skipped":
+                report.files_skipped.append(SkippedFile(path=str(item.path), reason=item.reason or ""))
+            elif item.status == "unchanged":
+                report.unchanged += 1
+            else:
+                assert item.loaded is not None
+                vectors = _embed_with_cache(
+                    embedder, [c.text for c in item.chunks], cache, settings.embed_batch_size
+                )
+                old = known.get(str(item.path))
+                if old is not None:
+                    report.chunks_removed += writer.delete_document(old.id)
+                    report.updated += 1
+                else:
+                    report.added += 1
+                writer.add_document(
+                    source=str(item.path),
+                    sha256=item.sha256,
+                    kind=item.loaded.kind,
+                    size=item.size,
+                    pages=len(item.loaded.pages) + item.loaded.pages_without_text,
+                    title=item.loaded.title,
+                    chunks=[_new_chunk(c) for c in item.chunks],
+                    vectors=vectors,
+                )
+                n_chunks = len(item.chunks)
+                report.files_ingested += 1
+                report.pages += len(item.loaded.pages)
+                report.pages_without_text += item.loaded.pages_without_text
+                report.chars += item.loaded.chars
+                report.chunks_added += n_chunks
+            if progress is not None:
+                pages = len(item.loaded.pages) if item.loaded else 0
+                progress(FileProgress(done, total, str(item.path), item.status, pages, n_chunks))
+        producer.join()
+        if report.files_ingested == 0 and report.unchanged == 0:
+            raise NothingIngested(_nothing_message(report))
+        report.documents_total, report.chunks_total = writer.counts()
+        if report.files_ingested or report.chunks_removed:
+            writer.commit()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _nothing_message(report: IngestReport) -> str:
+    if not report.files_skipped:
+        return (
+            "No supported files found (PDF, .txt, .md). Name files or folders that hold them: "
+            "rag ingest PATH... --index DIR"
+        )
+    lines = "; ".join(f"{s.path}: {s.reason}" for s in report.files_skipped[:10])
+    more = len(report.files_skipped) - 10
+    tail = f" (and {more} more)" if more > 0 else ""
+    return f"Nothing could be ingested. Skipped: {lines}{tail}"
+
+
+def _produce(
+    candidates: Sequence[Path],
+    known: dict[str, object],
+    chunker: Chunker,
+    out: queue.Queue[_Work | _Done | BaseException],
+) -> None:
+    try:
+        for path in candidates:
+            out.put(_prepare(path, known, chunker))
+        out.put(_Done())
+    except BaseException as exc:  # hand the failure to the consumer instead of dying silently
+        out.put(exc)
+
+
+def _prepare(path: Path, known: dict[str, object], chunker: Chunker) -> _Work:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _Work(path, "", 0, None, [], "skipped", f"cannot be read ({exc.strerror or exc})")
+    sha = hashlib.sha256(data).hexdigest()
+    rec = known.get(str(path))
+    if rec is not None and getattr(rec, "sha256", None) == sha:
+        return _Work(path, sha, len(data), None, [], "unchanged")
+    try:
+        loaded = load(path, data)
+    except LoadError as exc:
+        return _Work(path, sha, len(data), None, [], "skipped", str(exc))
+    chunks = [c for page in loaded.pages for c in chunker.split(page)]
+    if not chunks:
+        return _Work(path, sha, len(data), None, [], "skipped", "no text to index")
+    return _Work(path, sha, len(data), loaded, chunks, "added")
+
+
+def _embed_with_cache(
+    embedder: Embedder, texts: list[str], cache: dict[str, np.ndarray], batch_size: int
+) -> np.ndarray:
+    """Embed texts, computing each distinct text once per run."""
+    keys = [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in texts]
+    todo: dict[str, str] = {}
+    for k, t in zip(keys, texts, strict=True):
+        if k not in cache and k not in todo:
+            todo[k] = t
+    if todo:
+        vecs = embedder.embed(list(todo.values()), batch_size=batch_size)
+        for k, v in zip(todo, vecs, strict=True):
+            cache[k] = v
+    if not texts:
+        return np.zeros((0, embedder.dimension), dtype=np.float32)
+    return np.stack([cache[k] for k in keys])
+
+
+def _new_chunk(c: Chunk) -> NewChunk:
+    return NewChunk(
+        text=c.text,
+        page=c.page,
+        page_label=c.page_label,
+        section=c.section,
+        start=c.start,
+        end=c.end,
+        tokens=c.tokens,
+    )

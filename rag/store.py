@@ -1,0 +1,525 @@
+"""The index directory: FAISS vectors, a SQLite document store and a manifest, with no pickle.
+
+Layout::
+
+    INDEX/
+      CURRENT            name of the committed snapshot, replaced atomically
+      snap-000003/       one committed snapshot
+        manifest.json    provenance: embedder, dimension, tokenizer, chunking, versions, counts
+        vectors.faiss    faiss.IndexIDMap2(IndexFlatIP); ids are chunk ids
+        docstore.sqlite  documents, chunks (text, source, page, character span) and an FTS5 index
+      .lock              held by the one writer
+
+A writer copies the committed snapshot aside, changes the copy and publishes it by replacing
+CURRENT, a single atomic rename. Readers open whatever CURRENT names, so they see the old or the
+new index, never a mix, and a crash at any moment leaves the last committed snapshot intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from rag.errors import IndexCorrupt, IndexLocked, IndexMismatch, IndexNotFound
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+INDEX_TYPE = "IndexIDMap2(IndexFlatIP)"
+CURRENT = "CURRENT"
+LOCK = ".lock"
+VECTORS = "vectors.faiss"
+DOCSTORE = "docstore.sqlite"
+MANIFEST = "manifest.json"
+_SNAP_RE = re.compile(r"^snap-(\d{6,})$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    pages INTEGER NOT NULL,
+    title TEXT,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_sha256 ON documents(sha256);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    page INTEGER,
+    page_label TEXT,
+    section TEXT,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='chunks', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+"""
+
+
+class Manifest(BaseModel):
+    """Provenance of an index; opening it with incompatible settings is refused."""
+
+    schema_version: int = SCHEMA_VERSION
+    embedder: str
+    dimension: int
+    normalized: bool = True
+    tokenizer: str
+    chunk_tokens: int
+    chunk_overlap: int
+    index_type: str = INDEX_TYPE
+    documents: int = 0
+    chunks: int = 0
+    created_at: str = Field(default_factory=lambda: _now())
+    updated_at: str = Field(default_factory=lambda: _now())
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One stored chunk with its provenance."""
+
+    id: int
+    source: str
+    page: int | None
+    page_label: str | None
+    section: str | None
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    """A chunk to store; ``start``/``end`` are character offsets into its page (or file) text."""
+
+    text: str
+    page: int | None
+    page_label: str | None
+    section: str | None
+    start: int
+    end: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: int
+    source: str
+    sha256: str
+    kind: str
+    pages: int
+    chunks: int
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("rag-toolkit", "faiss-cpu", "sentence-transformers", "transformers", "pypdf"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def current_snapshot(index_dir: Path) -> Path:
+    """The committed snapshot directory of ``index_dir``; IndexNotFound if there is none."""
+    index_dir = Path(index_dir)
+    pointer = index_dir / CURRENT
+    if not pointer.is_file():
+        if index_dir.exists():
+            raise IndexNotFound(
+                f"{index_dir} holds no index yet. Build one with: rag ingest PATH --index {index_dir}"
+            )
+        raise IndexNotFound(
+            f"No index at {index_dir}. Build one with: rag ingest PATH --index {index_dir}"
+        )
+    name = pointer.read_text(encoding="utf-8").strip()
+    snap = index_dir / name
+    if not _SNAP_RE.match(name) or not snap.is_dir():
+        raise IndexCorrupt(
+            f"{pointer} names {name!r}, which is not a snapshot in {index_dir}. "
+            "Rebuild the index with: rag ingest PATH --index DIR"
+        )
+    return snap
+
+
+def read_manifest(snapshot: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json((snapshot / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"Cannot read {snapshot / MANIFEST}: {exc}") from exc
+
+
+class Store:
+    """A read-only view of one committed snapshot."""
+
+    def __init__(self, index_dir: Path, snapshot: Path, manifest: Manifest, vectors: Any) -> None:
+        self.index_dir = index_dir
+        self.snapshot = snapshot
+        self.manifest = manifest
+        self._vectors = vectors
+        self._db = sqlite3.connect(
+            f"file:{snapshot / DOCSTORE}?mode=ro", uri=True, check_same_thread=False
+        )
+
+    @classmethod
+    def open(cls, index_dir: str | Path) -> Store:
+        index_dir = Path(index_dir)
+        # CURRENT may move on between reading it and opening the files; retry once.
+        for attempt in range(3):
+            snap = current_snapshot(index_dir)
+            try:
+                manifest = read_manifest(snap)
+                vectors = _faiss().read_index(str(snap / VECTORS))
+                return cls(index_dir, snap, manifest, vectors)
+            except (RuntimeError, OSError, IndexCorrupt) as exc:
+                if attempt == 2 or snap == current_snapshot(index_dir):
+                    raise IndexCorrupt(f"Cannot open the index in {snap}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._vectors.ntotal)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The ``k`` nearest chunk ids by inner product, best first."""
+        if self.ntotal == 0:
+            return []
+        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        scores, ids = self._vectors.search(q, min(k, self.ntotal))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def chunks(self, ids: Sequence[int]) -> list[ChunkRecord]:
+        """Chunks by id, in the order given (unknown ids are left out)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            "SELECT c.id, d.source, c.page, c.page_label, c.section, c.start, c.end, c.text "
+            f"FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})",
+            list(ids),
+        ).fetchall()
+        by_id = {r[0]: ChunkRecord(*r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def documents(self) -> list[DocumentRecord]:
+        rows = self._db.execute(
+            "SELECT d.id, d.source, d.sha256, d.kind, d.pages, COUNT(c.id) FROM documents d "
+            "LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.id ORDER BY d.source"
+        ).fetchall()
+        return [DocumentRecord(*r) for r in rows]
+
+    def counts(self) -> tuple[int, int]:
+        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return int(docs), int(chunks)
+
+
+def check_compatible(manifest: Manifest, *, embedder: str, index_dir: Path) -> None:
+    """Refuse to query an index with another embedder than the one that built it."""
+    if manifest.schema_version > SCHEMA_VERSION:
+        raise IndexMismatch(
+            f"{index_dir} was written by a newer version (schema {manifest.schema_version}); "
+            "upgrade rag-toolkit."
+        )
+    if manifest.embedder != embedder:
+        raise IndexMismatch(
+            f"{index_dir} was built with embedder {manifest.embedder!r}, but the settings name "
+            f"{embedder!r}. Query it with --embedder {manifest.embedder} (or RAG_EMBEDDER), "
+            "or rebuild it into a new directory with the new embedder."
+        )
+
+
+class StoreWriter:
+    """Changes to an index, published atomically by :meth:`commit`. Use :func:`open_writer`."""
+
+    def __init__(self, index_dir: Path, manifest: Manifest, base: Path | None) -> None:
+        self.index_dir = index_dir
+        self.manifest = manifest
+        self._tmp = Path(tempfile.mkdtemp(prefix=".tmp-snap-", dir=index_dir))
+        self._tmp.chmod(0o755)
+        db_path = self._tmp / DOCSTORE
+        if base is not None:
+            # The SQLite backup API copies a consistent image even if a reader holds the file.
+            src = sqlite3.connect(f"file:{base / DOCSTORE}?mode=ro", uri=True)
+            dst = sqlite3.connect(db_path)
+            src.backup(dst)
+            src.close()
+            dst.close()
+            self._vectors = _faiss().read_index(str(base / VECTORS))
+        else:
+            faiss = _faiss()
+            self._vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(manifest.dimension))
+        self._db = sqlite3.connect(db_path)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.executescript(_SCHEMA)
+        self._committed = False
+
+    # -- reads on the working copy --
+    def find_source(self, source: str) -> DocumentRecord | None:
+        row = self._db.execute(
+            "SELECT d.id, d.source, d.sha256, d.kind, d.pages, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.id) FROM documents d "
+            "WHERE d.source = ?",
+            (source,),
+        ).fetchone()
+        return DocumentRecord(*row) if row else None
+
+    def counts(self) -> tuple[int, int]:
+        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return int(docs), int(chunks)
+
+    # -- changes --
+    def add_document(
+        self,
+        *,
+        source: str,
+        sha256: str,
+        kind: str,
+        size: int,
+        pages: int,
+        title: str | None,
+        chunks: Sequence[NewChunk],
+        vectors: np.ndarray,
+    ) -> int:
+        """Store one document with its chunks and their vectors (row i belongs to chunk i)."""
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk is required")
+        cur = self._db.execute(
+            "INSERT INTO documents(source, sha256, kind, size, pages, title, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (source, sha256, kind, size, pages, title, _now()),
+        )
+        doc_id = int(cur.lastrowid or 0)
+        next_id = self._next_chunk_id()
+        ids = np.arange(next_id, next_id + len(chunks), dtype=np.int64)
+        self._db.executemany(
+            "INSERT INTO chunks(id, doc_id, seq, page, page_label, section, start, end, tokens, "
+            "text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (int(cid), doc_id, seq, c.page, c.page_label, c.section, c.start, c.end,
+                 c.tokens, c.text)
+                for seq, (cid, c) in enumerate(zip(ids, chunks, strict=True))
+            ],
+        )  # fmt: skip
+        if len(chunks):
+            self._vectors.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        return doc_id
+
+    def delete_document(self, doc_id: int) -> int:
+        """Remove a document, its chunks and their vectors; returns the number of chunks removed."""
+        ids = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
+        self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+        self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        if ids:
+            self._vectors.remove_ids(np.asarray(ids, dtype=np.int64))
+        return len(ids)
+
+    def _next_chunk_id(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
+        # Never reuse an id that a deleted chunk had in this or an earlier snapshot.
+        return max(int(row[0]), self._id_floor()) + 1
+
+    def _id_floor(self) -> int:
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'max_chunk_id'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- publish --
+    def commit(self) -> Path:
+        """Write everything, then atomically make this the index's committed snapshot."""
+        top = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES ('max_chunk_id', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
+            (int(top),),
+        )
+        self._db.commit()
+        docs, chunks = self.counts()
+        if chunks != self._vectors.ntotal:
+            raise IndexCorrupt(
+                f"Internal error: {chunks} chunks but {self._vectors.ntotal} vectors; nothing "
+                "was committed."
+            )
+        self._db.close()
+        _faiss().write_index(self._vectors, str(self._tmp / VECTORS))
+        self.manifest = self.manifest.model_copy(
+            update={
+                "documents": docs,
+                "chunks": chunks,
+                "updated_at": _now(),
+                "versions": _package_versions(),
+            }
+        )
+        (self._tmp / MANIFEST).write_text(self.manifest.model_dump_json(indent=2) + "\n", "utf-8")
+        for name in (VECTORS, DOCSTORE, MANIFEST):
+            _fsync_file(self._tmp / name)
+        snap = self.index_dir / f"snap-{_next_snapshot_number(self.index_dir):06d}"
+        os.replace(self._tmp, snap)
+        pointer_tmp = self.index_dir / f".{CURRENT}.tmp"
+        pointer_tmp.write_text(snap.name + "\n", encoding="utf-8")
+        _fsync_file(pointer_tmp)
+        os.replace(pointer_tmp, self.index_dir / CURRENT)
+        _fsync_dir(self.index_dir)
+        self._committed = True
+        _remove_stale(self.index_dir, keep=snap.name)
+        return snap
+
+    def abort(self) -> None:
+        with contextlib.suppress(sqlite3.ProgrammingError):
+            self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWriter]:
+    """Lock ``index_dir`` for writing and yield a writer on a copy of its committed snapshot.
+
+    ``manifest`` describes the settings of this write; an existing index built with other
+    embedding or chunking parameters is refused. Nothing is published unless the writer's
+    :meth:`StoreWriter.commit` is called; an exception discards the copy.
+    """
+    index_dir = Path(index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with _lock(index_dir):
+        base: Path | None = None
+        if (index_dir / CURRENT).exists():
+            base = current_snapshot(index_dir)
+            existing = read_manifest(base)
+            _check_same_build(existing, manifest, index_dir)
+            manifest = existing
+        writer = StoreWriter(index_dir, manifest, base)
+        try:
+            yield writer
+        finally:
+            if not writer._committed:
+                writer.abort()
+
+
+def _check_same_build(existing: Manifest, wanted: Manifest, index_dir: Path) -> None:
+    fields = ("embedder", "dimension", "tokenizer", "chunk_tokens", "chunk_overlap")
+    diffs = [
+        f"{f}: index has {getattr(existing, f)!r}, settings say {getattr(wanted, f)!r}"
+        for f in fields
+        if getattr(existing, f) != getattr(wanted, f)
+    ]
+    if diffs:
+        raise IndexMismatch(
+            f"{index_dir} was built with other parameters ({'; '.join(diffs)}). Use the same "
+            "settings to add to it, or ingest into a new --index directory."
+        )
+
+
+@contextlib.contextmanager
+def _lock(index_dir: Path) -> Iterator[None]:
+    fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise IndexLocked(
+                f"{index_dir} is being written by {holder}. Wait for it to finish, then run "
+                "this command again."
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        _remove_stale(index_dir, keep=_current_name(index_dir), keep_previous=True)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _current_name(index_dir: Path) -> str | None:
+    try:
+        return (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _next_snapshot_number(index_dir: Path) -> int:
+    numbers = [int(m.group(1)) for p in index_dir.iterdir() if (m := _SNAP_RE.match(p.name))]
+    return max(numbers, default=0) + 1
+
+
+def _remove_stale(index_dir: Path, keep: str | None, keep_previous: bool = True) -> None:
+    """Delete abandoned temporary copies and snapshots older than the previous one.
+
+    The previous snapshot is kept for readers that read CURRENT just before it moved on.
+    """
+    snaps = sorted(
+        (p for p in index_dir.iterdir() if _SNAP_RE.match(p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    keep_names = {keep} if keep else set()
+    if keep_previous and keep:
+        older = [p.name for p in snaps if p.name < keep]
+        keep_names.update(older[-1:])
+    for p in snaps:
+        if p.name not in keep_names:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in index_dir.glob(".tmp-snap-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_file(path)
+
