@@ -1,0 +1,70 @@
+"""Grounded, cited answers from your own documents.
+
+>>> from rag import RAG
+>>> answer = RAG.open("my-index").ask("What is this about?")   # doctest: +SKIP
+
+Importing this package is light: models, torch and LangChain load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rag.config import Settings
+from rag.errors import (
+    ConfigError,
+    IndexCorrupt,
+    IndexLocked,
+    IndexMismatch,
+    IndexNotFound,
+    LLMUnavailable,
+    ModelUnavailable,
+    NothingIngested,
+    PromptTooLong,
+    RagError,
+)
+
+if TYPE_CHECKING:
+    from rag.answer import Answer, Citation, Usage
+    from rag.engine import RAG, AnswerStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RAG",
+    "Answer",
+    "AnswerStream",
+    "Citation",
+    "ConfigError",
+    "IndexCorrupt",
+    "IndexLocked",
+    "IndexMismatch",
+    "IndexNotFound",
+    "LLMUnavailable",
+    "ModelUnavailable",
+    "NothingIngested",
+    "PromptTooLong",
+    "RagError",
+    "Settings",
+    "Usage",
+    "__version__",
+]
+
+_LAZY = {
+    "RAG": "rag.engine",
+    "AnswerStream": "rag.engine",
+    "Answer": "rag.answer",
+    "Citation": "rag.answer",
+    "Usage": "rag.answer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rag' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""Packaged prompt templates (data files), importable as rag._prompts."""

@@ -1,0 +1,124 @@
+"""The LangChain (LCEL) chain: retrieve -> pack -> Llama 2-chat style prompt -> LLM -> parse.
+
+``prepare`` (retrieve and pack) and ``parse`` are runnables of their own so that streaming can run
+the same steps with the chat model's token stream in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+
+from rag.answer import Answer, Usage
+from rag.citations import attribute, cited_numbers, is_abstention, strip_invalid
+from rag.llm import LLMBackend
+from rag.packing import PackedPrompt, pack
+from rag.prompts import PromptTemplates
+from rag.retrieval import to_citation
+
+
+@dataclass(frozen=True)
+class ChainParts:
+    prepare: Runnable[dict[str, Any], dict[str, Any]]
+    parse: Runnable[dict[str, Any], Answer]
+    full: Runnable[dict[str, Any], Answer]
+
+
+def build_chain(
+    *,
+    retriever: BaseRetriever,
+    backend: LLMBackend,
+    chat_model: BaseChatModel,
+    templates: PromptTemplates,
+    max_tokens: int,
+) -> ChainParts:
+    """Inputs: ``{"question": str, "history": [(question, answer), ...]}``."""
+
+    def do_pack(inputs: dict[str, Any]) -> dict[str, Any]:
+        packed = pack(
+            templates=templates,
+            question=inputs["question"],
+            passages=inputs["passages"],
+            history=inputs.get("history", ()),
+            count_tokens=backend.count_tokens,
+            context_window=backend.context_window,
+            max_tokens=max_tokens,
+        )
+        return {**inputs, "packed": packed, "messages": packed.messages}
+
+    def do_parse(inputs: dict[str, Any]) -> Answer:
+        return parse_answer(
+            question=inputs["question"],
+            message=inputs["message"],
+            packed=inputs["packed"],
+            templates=templates,
+            model=backend.model_name,
+        )
+
+    prepare: Runnable[dict[str, Any], dict[str, Any]] = RunnablePassthrough.assign(
+        passages=RunnableLambda(lambda x: x["question"]) | retriever
+    ) | RunnableLambda(do_pack)
+    parse: Runnable[dict[str, Any], Answer] = RunnableLambda(do_parse)
+    generate = RunnablePassthrough.assign(
+        message=RunnableLambda(lambda x: _answer_or_abstain(x, chat_model, templates))
+    )
+    return ChainParts(prepare=prepare, parse=parse, full=prepare | generate | parse)
+
+
+def _answer_or_abstain(
+    inputs: dict[str, Any], chat_model: BaseChatModel, templates: PromptTemplates
+) -> BaseMessage:
+    """No passage at all means nothing to ground an answer on: abstain without asking the model."""
+    packed: PackedPrompt = inputs["packed"]
+    if not packed.passages:
+        return AIMessage(content=templates.abstain_phrase)
+    return chat_model.invoke(packed.messages)
+
+
+def parse_answer(
+    *,
+    question: str,
+    message: BaseMessage,
+    packed: PackedPrompt,
+    templates: PromptTemplates,
+    model: str,
+) -> Answer:
+    raw = str(message.content).strip()
+    passages = [to_citation(d, i) for i, d in enumerate(packed.passages, start=1)]
+    valid = {p.n for p in passages}
+    text = strip_invalid(raw, valid)
+    usage = _usage(message)
+    abstained = not passages or is_abstention(text, templates.abstain_phrase)
+    inferred = False
+    numbers: Sequence[int] = []
+    if not abstained:
+        numbers = [n for n in cited_numbers(text) if n in valid]
+        if not numbers:
+            numbers = attribute(text, [p.text for p in passages])
+            inferred = bool(numbers)
+    by_n = {p.n: p for p in passages}
+    return Answer(
+        question=question,
+        answer=text,
+        citations=[by_n[n] for n in numbers],
+        passages=passages,
+        abstained=abstained,
+        citations_inferred=inferred,
+        model=model,
+        usage=usage,
+    )
+
+
+def _usage(message: BaseMessage) -> Usage:
+    meta = getattr(message, "usage_metadata", None) or {}
+    return Usage(
+        prompt_tokens=int(meta.get("input_tokens", 0)),
+        completion_tokens=int(meta.get("output_tokens", 0)),
+    )
+

@@ -1,0 +1,175 @@
+"""``RAG``: the one entry object of the query side."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.answer import Answer, Citation
+from rag.config import Settings
+from rag.embeddings import Embedder
+from rag.errors import ConfigError
+from rag.store import Manifest, Store, check_compatible
+
+log = logging.getLogger(__name__)
+
+# Per-call overrides accepted by ask() and stream().
+CALL_OVERRIDES = frozenset({"temperature", "top_p", "max_tokens", "seed", "top_k"})
+
+
+class AnswerStream:
+    """Iterate to receive the answer's text as it is generated; then read :attr:`answer`."""
+
+    def __init__(self, pieces: Iterator[str], finish: Any) -> None:
+        self._pieces = pieces
+        self._finish = finish
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
+        self.answer = self._finish()
+
+
+class RAG:
+    """Grounded question answering over one index directory.
+
+    >>> rag = RAG.open("my-index")                          # doctest: +SKIP
+    >>> rag.ask("What does the Transformer use instead of recurrence?").citations  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, settings: Settings, embedder: Embedder) -> None:
+        self.store = store
+        self.settings = settings
+        self.embedder = embedder
+        self._backend: Any = None
+
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+    ) -> RAG:
+        """Open an index for querying. Raises IndexNotFound or IndexMismatch with what to do."""
+        settings = settings or Settings.load()
+        store = Store.open(index_dir)
+        wanted = embedder.name if embedder else Embedder(settings.embedder).name
+        try:
+            check_compatible(store.manifest, embedder=wanted, index_dir=Path(index_dir))
+        except Exception:
+            store.close()
+            raise
+        return cls(store, settings, embedder or Embedder(settings.embedder, settings.device))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> RAG:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.store.manifest
+
+    # -- retrieval --
+    def retrieve(self, question: str, k: int | None = None) -> list[Citation]:
+        """The ``k`` passages nearest to ``question``, best first, numbered from 1."""
+        from rag.retrieval import to_citation
+
+        docs = self._retriever(k or self.settings.top_k).invoke(question)
+        return [to_citation(d, i) for i, d in enumerate(docs, start=1)]
+
+    # -- answering --
+    def ask(
+        self, question: str, *, history: Sequence[tuple[str, str]] = (), **overrides: Any
+    ) -> Answer:
+        """Answer ``question`` from the index, citing passages.
+
+        ``overrides`` change settings for this call only: temperature, top_p, max_tokens, seed,
+        top_k. ``history`` holds earlier (question, answer) turns of a conversation.
+        """
+        settings = self._settings_for(overrides)
+        parts = self._chain(settings)
+        answer: Answer = parts.full.invoke({"question": question, "history": list(history)})
+        return answer
+
+    def stream(
+        self, question: str, *, history: Sequence[tuple[str, str]] = (), **overrides: Any
+    ) -> AnswerStream:
+        """Like :meth:`ask`, but yields the answer text as it is generated."""
+        from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+        settings = self._settings_for(overrides)
+        parts = self._chain(settings)
+        state: dict[str, Any] = {}
+
+        def pieces() -> Iterator[str]:
+            prepared = parts.prepare.invoke({"question": question, "history": list(history)})
+            state["prepared"] = prepared
+            if not prepared["packed"].passages:
+                state["message"] = AIMessage(content=self._templates().abstain_phrase)
+                return
+            total: BaseMessage | None = None
+            model = self.backend.chat_model(settings)
+            for chunk in model.stream(prepared["messages"]):
+                total = chunk if total is None else total + chunk  # type: ignore[operator]
+                if chunk.content:
+                    yield str(chunk.content)
+            state["message"] = total or AIMessageChunk(content="")
+
+        def finish() -> Answer:
+            answer: Answer = parts.parse.invoke({**state["prepared"], "message": state["message"]})
+            return answer
+
+        return AnswerStream(pieces(), finish)
+
+    # -- internals --
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            from rag.llm import make_backend
+
+            self._backend = make_backend(self.settings)
+        return self._backend
+
+    def _settings_for(self, overrides: dict[str, Any]) -> Settings:
+        unknown = set(overrides) - CALL_OVERRIDES
+        if unknown:
+            raise ConfigError(
+                f"Unknown override(s) {sorted(unknown)}; per-call overrides are "
+                f"{sorted(CALL_OVERRIDES)}."
+            )
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if not values:
+            return self.settings
+        try:
+            return Settings.model_validate({**self.settings.model_dump(), **values})
+        except Exception as exc:
+            raise ConfigError(f"Invalid override: {exc}") from exc
+
+    def _templates(self) -> Any:
+        from rag.prompts import load_templates
+
+        return load_templates(self.settings.prompt_dir)
+
+    def _retriever(self, k: int) -> Any:
+        from rag.retrieval import DenseRetriever
+
+        return DenseRetriever(store=self.store, embedder=self.embedder, k=k)
+
+    def _chain(self, settings: Settings) -> Any:
+        from rag.chain import build_chain
+
+        return build_chain(
+            retriever=self._retriever(settings.top_k),
+            backend=self.backend,
+            chat_model=self.backend.chat_model(settings),
+            templates=self._templates(),
+            max_tokens=settings.max_tokens,
+        )

@@ -1,0 +1,106 @@
+"""Fit passages, history and question into the model's context window, counted exactly.
+
+system + history + question + passages + max_tokens <= context window, measured with the
+backend's own token counter on the final messages, before anything is sent. History goes first
+(oldest turn first), then the lowest-ranked passages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from rag.errors import PromptTooLong
+from rag.prompts import PromptTemplates
+
+TokenCounter = Callable[[Sequence[BaseMessage]], int]
+
+
+@dataclass(frozen=True)
+class PackedPrompt:
+    messages: list[BaseMessage]
+    passages: list[Document]  # numbered 1..n in this order
+    history_turns: int  # (question, answer) pairs kept
+    prompt_tokens: int
+    budget: int
+
+
+def passage_title(doc: Document) -> str:
+    name = Path(doc.metadata["source"]).name
+    page = doc.metadata.get("page")
+    return f"{name}, page {page}" if page is not None else name
+
+
+def build_messages(
+    templates: PromptTemplates,
+    question: str,
+    passages: Sequence[Document],
+    history: Sequence[tuple[str, str]],
+) -> list[BaseMessage]:
+    rendered = [
+        templates.render_passage(i, passage_title(d), d.page_content)
+        for i, d in enumerate(passages, start=1)
+    ]
+    messages: list[BaseMessage] = [SystemMessage(templates.system)]
+    for q, a in history:
+        messages += [HumanMessage(q), AIMessage(a)]
+    messages.append(HumanMessage(templates.render_question(rendered, question)))
+    return messages
+
+
+def pack(
+    *,
+    templates: PromptTemplates,
+    question: str,
+    passages: Sequence[Document],
+    history: Sequence[tuple[str, str]] = (),
+    count_tokens: TokenCounter,
+    context_window: int,
+    max_tokens: int,
+) -> PackedPrompt:
+    """The largest prompt that fits: all of ``passages`` if possible, else a ranked prefix."""
+    budget = context_window - max_tokens
+    if budget <= 0:
+        raise PromptTooLong(
+            f"max_tokens={max_tokens} leaves no room in a {context_window}-token window; "
+            "lower max_tokens."
+        )
+    history = list(history)
+
+    def attempt(n_hist: int, n_pass: int) -> tuple[list[BaseMessage], int]:
+        kept = history[len(history) - n_hist :] if n_hist else []
+        msgs = build_messages(templates, question, passages[:n_pass], kept)
+        return msgs, count_tokens(msgs)
+
+    # 1. Trim history, oldest first, with every passage in place.
+    n_hist = len(history)
+    msgs, used = attempt(n_hist, len(passages))
+    while used > budget and n_hist > 0:
+        n_hist -= 1
+        msgs, used = attempt(n_hist, len(passages))
+    if used <= budget:
+        return PackedPrompt(msgs, list(passages), n_hist, used, budget)
+    # 2. Drop the lowest-ranked passages: binary search on the largest prefix that fits.
+    lo, hi = 0, len(passages) - 1
+    best: tuple[int, list[BaseMessage], int] | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        msgs, used = attempt(0, mid)
+        if used <= budget:
+            best = (mid, msgs, used)
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        _, used = attempt(0, 0)
+        raise PromptTooLong(
+            f"The question and instructions alone take {used} tokens, more than the "
+            f"{budget} left in the {context_window}-token window after max_tokens={max_tokens}. "
+            "Shorten the question or lower max_tokens."
+        )
+    n, msgs, used = best
+    return PackedPrompt(msgs, list(passages[:n]), 0, used, budget)

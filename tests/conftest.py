@@ -1,0 +1,74 @@
+"""Session fixtures: real models are loaded once per test run and shared."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest import IngestReport, ingest
+from rag.config import Settings
+from rag.embeddings import Embedder
+from rag.tokens import Tokenizer, load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+DOCUMENTS = SHARED_DATA / "documents"
+ATTENTION_PDF = DOCUMENTS / "pdf" / "attention_is_all_you_need_neurips2017.pdf"
+NO_TEXT_PDF = DOCUMENTS / "pdf" / "hybrid_search_article_print_no_text_layer.pdf"
+LLAMA2_TOKENIZER = SHARED_DATA / "tokenizers" / "llama2" / "tokenizer.model"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not DOCUMENTS.is_dir():
+        skip = pytest.mark.skip(reason=f"shared documents not found at {DOCUMENTS}")
+        for item in items:
+            if "shared_data" in item.fixturenames:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Defaults only: no rag.toml and no RAG_* variables leak into tests."""
+    return Settings.model_validate({})
+
+
+@pytest.fixture(scope="session")
+def embedder(settings: Settings) -> Embedder:
+    return Embedder(settings.embedder)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(settings: Settings) -> Tokenizer:
+    return load_tokenizer(settings)
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of a few real documents: one clean PDF, one markdown file and one text file."""
+    root = tmp_path_factory.mktemp("corpus")
+    shutil.copy(ATTENTION_PDF, root / ATTENTION_PDF.name)
+    shutil.copy(DOCUMENTS / "text" / "llama2c_README.md", root / "llama2c_README.md")
+    shutil.copy(DOCUMENTS / "text" / "state_of_the_union.txt", root / "state_of_the_union.txt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_index(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_corpus: Path,
+    settings: Settings,
+    embedder: Embedder,
+    tokenizer: Tokenizer,
+) -> Iterator[tuple[Path, IngestReport]]:
+    """An index of ``small_corpus``, built once per session. Tests must not write to it."""
+    index = tmp_path_factory.mktemp("index") / "idx"
+    report = ingest([small_corpus], index, settings, embedder=embedder, tokenizer=tokenizer)
+    yield index, report
