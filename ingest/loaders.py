@@ -19,8 +19,10 @@ TEXT_SUFFIXES = frozenset({".txt", ".text"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES
 
-_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_FENCE_RE = re.compile(r"^(```|~~~)", re.MULTILINE)
+# CommonMark ATX headings and code fences, matched one line at a time (up to 3 spaces indent).
+_HEADING_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
+_CLOSING_RE = re.compile(r"(?:^|[ \t]+)#+$")  # "## Title ##"; the '#' of "C#" is text
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 
 
 class LoadError(Exception):
@@ -143,13 +145,29 @@ def _load_text(path: Path, data: bytes, kind: str) -> LoadedFile:
 
 
 def _markdown_headings(text: str) -> list[tuple[int, str]]:
-    """ATX headings outside fenced code blocks."""
-    fences = [m.start() for m in _FENCE_RE.finditer(text)]
-    out = []
-    for m in _HEADING_RE.finditer(text):
-        inside_fence = sum(1 for f in fences if f < m.start()) % 2 == 1
-        if not inside_fence:
-            out.append((m.start(), m.group(2).strip()))
+    """ATX headings outside fenced code blocks, as (offset of the heading's line, text)."""
+    out: list[tuple[int, str]] = []
+    fence: str | None = None  # the opening fence while inside a fenced block
+    offset = 0
+    for line in text.split("\n"):
+        m = _FENCE_RE.match(line)
+        if fence is None:
+            # An info string after a backtick fence may not hold a backtick.
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                fence = m.group(1)
+            elif h := _HEADING_RE.match(line):
+                title = _CLOSING_RE.sub("", h.group(2) or "").strip()
+                if title:
+                    out.append((offset, title))
+        elif (
+            m
+            and m.group(1)[0] == fence[0]
+            and len(m.group(1)) >= len(fence)
+            and not m.group(2).strip()
+        ):
+            # Only a fence of the same character, at least as long, with nothing after it closes.
+            fence = None
+        offset += len(line) + 1
     return out
 
 

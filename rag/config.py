@@ -23,6 +23,10 @@ class Settings(BaseSettings):
         env_prefix="RAG_", extra="forbid", validate_assignment=True, frozen=False
     )
 
+    index_dir: Path = Field(
+        Path(".rag-index"), description="Index directory used when --index is not given."
+    )
+
     # --- embedding and chunking (recorded in the index manifest) ---
     embedder: str = Field(
         DEFAULT_EMBEDDER,

@@ -1,0 +1,273 @@
+"""The ``rag`` command: parses arguments, calls the library, renders results.
+
+Library errors (:class:`rag.errors.RagError`) become one-line messages and exit codes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+from rag.errors import RagError
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(args.verbose)
+    try:
+        result: int = args.func(args)
+        return result
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing was changed.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rag", description="Grounded, cited answers from your own documents."
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="settings file (TOML); default ./rag.toml")
+    common.add_argument("--index", type=Path, help="index directory (default .rag-index)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    common.add_argument("--embedder", help="sentence-transformers model name or path")
+
+    ing = sub.add_parser(
+        "ingest", parents=[common], help="add PDF, text and markdown files to an index"
+    )
+    ing.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    ing.add_argument("--tokenizer", help="tokenizer that counts chunk tokens (default: the LLM's)")
+    ing.add_argument("--chunk-tokens", type=int, help="maximum tokens per chunk")
+    ing.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks")
+    ing.add_argument("--batch-size", type=int, help="chunks per embedding batch")
+    ing.set_defaults(func=_cmd_ingest)
+
+    ask = sub.add_parser("ask", parents=[common], help="answer a question, citing sources")
+    ask.add_argument("question")
+    _llm_options(ask)
+    ask.add_argument("--no-stream", action="store_true", help="print the answer when complete")
+    ask.set_defaults(func=_cmd_ask)
+
+    info = sub.add_parser("info", parents=[common], help="describe an index")
+    info.add_argument("--sources", action="store_true", help="list every document")
+    info.set_defaults(func=_cmd_info)
+    return p
+
+
+def _llm_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--llm-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--llm-model", help="model name on that server")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--max-tokens", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("-k", "--top-k", type=int, help="passages to retrieve")
+    g.add_argument("--context-window", type=int, help="override the model's context window")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    fields = {
+        "embedder": getattr(args, "embedder", None),
+        "index_dir": getattr(args, "index", None),
+        "tokenizer": getattr(args, "tokenizer", None),
+        "chunk_tokens": getattr(args, "chunk_tokens", None),
+        "chunk_overlap": getattr(args, "chunk_overlap", None),
+        "embed_batch_size": getattr(args, "batch_size", None),
+        "llm_url": getattr(args, "llm_url", None),
+        "llm_model": getattr(args, "llm_model", None),
+        "temperature": getattr(args, "temperature", None),
+        "top_p": getattr(args, "top_p", None),
+        "max_tokens": getattr(args, "max_tokens", None),
+        "seed": getattr(args, "seed", None),
+        "top_k": getattr(args, "top_k", None),
+        "context_window": getattr(args, "context_window", None),
+        **extra,
+    }
+    return Settings.load(args.config, **fields)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest import FileProgress, ingest
+
+    settings = _settings(args)
+    bar = None
+    totals = {"pages": 0, "chunks": 0}
+
+    def progress(p: FileProgress) -> None:
+        nonlocal bar
+        if args.json:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=p.total, unit="file", file=sys.stderr, dynamic_ncols=True)
+        totals["pages"] += p.pages
+        totals["chunks"] += p.chunks
+        bar.set_postfix(pages=totals["pages"], chunks=totals["chunks"], refresh=False)
+        bar.set_description(Path(p.path).name[:30])
+        bar.update(1)
+
+    try:
+        report = ingest(args.paths, settings.index_dir, settings, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        _print_json(report.model_dump())
+        return 0
+    print(
+        f"Ingested {report.files_ingested} file(s) ({report.added} new, {report.updated} "
+        f"changed), {report.unchanged} unchanged, {len(report.files_skipped)} skipped: "
+        f"{report.pages} pages, {report.chunks_added} chunks added in {report.seconds:.1f}s."
+    )
+    if report.pages_without_text:
+        print(f"{report.pages_without_text} PDF page(s) had no text layer and need OCR.")
+    for s in report.files_skipped:
+        print(f"  skipped {s.path}: {s.reason}")
+    print(
+        f"Index {settings.index_dir}: {report.documents_total} documents, "
+        f"{report.chunks_total} chunks."
+    )
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from rag.engine import RAG
+
+    settings = _settings(args)
+    with RAG.open(settings.index_dir, settings) as rag:
+        if args.json or args.no_stream:
+            answer = rag.ask(args.question)
+            if args.json:
+                _print_json(answer.model_dump())
+                return 0
+            print(answer.answer)
+        else:
+            stream = rag.stream(args.question)
+            for piece in stream:
+                print(piece, end="", flush=True)
+            print()
+            assert stream.answer is not None
+            answer = stream.answer
+    _print_sources(answer)
+    return 0
+
+
+def _print_sources(answer: Any) -> None:
+    if answer.abstained:
+        print("\n(The documents do not answer this. Nearest passages:)")
+        shown = answer.passages
+    else:
+        note = " (attributed by overlap; the model cited none)" if answer.citations_inferred else ""
+        print(f"\nSources{note}:")
+        shown = answer.citations or answer.passages
+    for c in shown:
+        label = f" (page label {c.page_label})" if c.page_label and c.page_label != str(c.page) else ""
+        snippet = " ".join(c.text.split())[:160]
+        print(f"  [{c.n}] {_display_path(c.source)}{_page(c.page)}{label}  score {c.score:.3f}")
+        print(f"      {snippet}{'...' if len(c.text) > 160 else ''}")
+
+
+def _page(page: int | None) -> str:
+    return f", page {page}" if page is not None else ""
+
+
+def _display_path(source: str) -> str:
+    try:
+        return os.path.relpath(source)
+    except ValueError:
+        return source
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from rag.store import Store
+
+    settings = _settings(args)
+    with Store.open(settings.index_dir) as store:
+        m = store.manifest
+        docs, chunks = store.counts()
+        data: dict[str, Any] = {
+            "index": str(settings.index_dir),
+            "snapshot": store.snapshot.name,
+            "documents": docs,
+            "chunks": chunks,
+            "embedder": m.embedder,
+            "dimension": m.dimension,
+            "index_type": m.index_type,
+            "tokenizer": m.tokenizer,
+            "chunk_tokens": m.chunk_tokens,
+            "chunk_overlap": m.chunk_overlap,
+            "schema_version": m.schema_version,
+            "created_at": m.created_at,
+            "updated_at": m.updated_at,
+        }
+        if args.sources or args.json:
+            data["sources"] = [
+                {"source": d.source, "kind": d.kind, "pages": d.pages, "chunks": d.chunks}
+                for d in store.documents()
+            ]
+    if args.json:
+        _print_json(data)
+        return 0
+    for key in ("index", "documents", "chunks", "embedder", "dimension", "index_type",
+                "tokenizer", "chunk_tokens", "chunk_overlap", "updated_at"):  # fmt: skip
+        print(f"{key:>14}: {data[key]}")
+    if args.sources:
+        for d in data["sources"]:
+            print(f"  {d['chunks']:>5} chunks  {d['kind']:<8} {_display_path(d['source'])}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _version() -> str:
+    from rag import __version__
+
+    return __version__
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    # The CLI owns the process, so it may silence the chatty model libraries.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for name in ("pypdf", "faiss", "sentence_transformers", "transformers", "httpx"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
