@@ -154,11 +154,21 @@ class Chunker:
             chunks.append((pieces[i][0], pieces[j - 1][1]))
             if j >= n:
                 break
-            # Overlap: restart at the earliest trailing pieces that fit in the overlap budget.
+            # Overlap: restart at the earliest trailing pieces that fit in the overlap budget and
+            # leave room for the next piece; otherwise the next chunk would hold nothing but text
+            # that this one already has.
             k = j
             budget = lim.overlap_tokens
-            while k - 1 > i and budget - (self._piece_tokens[pieces[k - 1]][0] + 1) >= 0:
-                budget -= self._piece_tokens[pieces[k - 1]][0] + 1
+            next_llm, next_emb = self._piece_tokens[pieces[j]]
+            llm_room = lim.chunk_tokens - (next_llm + 1)
+            emb_room = lim.embed_tokens - (next_emb + 1)
+            while k - 1 > i and pieces[k][0] not in headings:
+                a, b = self._piece_tokens[pieces[k - 1]]
+                if a + 1 > min(budget, llm_room) or b + 1 > emb_room:
+                    break
+                budget -= a + 1
+                llm_room -= a + 1
+                emb_room -= b + 1
                 k -= 1
             if pieces[j][0] in headings:
                 k = j  # never carry text from before a heading into its section
@@ -169,11 +179,19 @@ class Chunker:
         """Check each chunk exactly; split any that the per-piece estimate let over a limit."""
         llm, emb = self._counts(text, spans)
         out: list[tuple[int, int]] = []
+        prev: tuple[int, int] | None = None
         for span, a, b in zip(spans, llm, emb, strict=True):
             if a <= self.limits.chunk_tokens and b <= self.limits.embed_tokens:
-                out.append(span)
+                parts = [span]
             else:
-                out.extend(self._split_long(text, span))
+                parts = self._split_long(text, span)
+            for part in parts:
+                # Splitting a chunk that overlaps the previous one can leave a part that lies
+                # wholly inside the previous chunk, whose parts already hold its text.
+                if prev is not None and prev[0] <= part[0] and part[1] <= prev[1]:
+                    continue
+                out.append(part)
+            prev = span
         return out
 
 

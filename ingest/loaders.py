@@ -95,7 +95,10 @@ def discover(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
             yield resolved, "not a regular file"
         elif kind_of(path) is None:
             supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
-            yield resolved, f"unsupported file type {path.suffix or '(none)'} (supported: {supported})"
+            yield (
+                resolved,
+                f"unsupported file type {path.suffix or '(none)'} (supported: {supported})",
+            )
         else:
             yield resolved, None
 

@@ -24,10 +24,13 @@ from ingest.loaders import LoadedFile, LoadError, discover, load
 from rag.config import Settings
 from rag.embeddings import Embedder
 from rag.errors import NothingIngested
-from rag.store import Manifest, NewChunk, open_writer
+from rag.store import DocumentRecord, Manifest, NewChunk, StoreWriter, open_writer
 from rag.tokens import Tokenizer, load_tokenizer, tokenizer_name
 
 log = logging.getLogger(__name__)
+
+# Chunks collected from several files before one embedding call.
+_FLUSH_CHUNKS = 256
 
 
 class SkippedFile(BaseModel):
@@ -103,7 +106,7 @@ def ingest(
     settings = settings or Settings.load()
     started = time.perf_counter()
     index_dir = Path(index_dir)
-    embedder = embedder or Embedder(settings.embedder, settings.device)
+    embedder = embedder or Embedder.from_settings(settings)
     tokenizer = tokenizer or load_tokenizer(settings)
     report = IngestReport(index=str(index_dir))
 
@@ -132,7 +135,7 @@ def ingest(
     )
     total = len(candidates)
     with open_writer(index_dir, manifest) as writer:
-        known = {}
+        known: dict[str, DocumentRecord] = {}
         for path in candidates:
             rec = writer.find_source(str(path))
             if rec is not None:
@@ -143,49 +146,48 @@ def ingest(
         )
         producer.start()
         cache: dict[str, np.ndarray] = {}
+        pending: list[_Work] = []
         done = 0
+
+        def notify(item: _Work, chunks: int) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                pages = len(item.loaded.pages) if item.loaded else 0
+                progress(FileProgress(done, total, str(item.path), item.status, pages, chunks))
+
+        def flush() -> None:
+            # One embedding call for many files: full batches, sorted by length across files.
+            _embed_missing(
+                embedder,
+                [c.text for w in pending for c in w.chunks],
+                cache,
+                settings.embed_batch_size,
+            )
+            for w in pending:
+                _commit_file(w, writer, known, cache, report)
+                notify(w, len(w.chunks))
+            pending.clear()
+
         while True:
             item = work_q.get()
             if isinstance(item, _Done):
                 break
             if isinstance(item, BaseException):
                 raise item
-            done += 1
-            n_chunks = 0
             if item.status == "skipped":
-                report.files_skipped.append(SkippedFile(path=str(item.path), reason=item.reason or ""))
+                report.files_skipped.append(
+                    SkippedFile(path=str(item.path), reason=item.reason or "")
+                )
+                notify(item, 0)
             elif item.status == "unchanged":
                 report.unchanged += 1
+                notify(item, 0)
             else:
-                assert item.loaded is not None
-                vectors = _embed_with_cache(
-                    embedder, [c.text for c in item.chunks], cache, settings.embed_batch_size
-                )
-                old = known.get(str(item.path))
-                if old is not None:
-                    report.chunks_removed += writer.delete_document(old.id)
-                    report.updated += 1
-                else:
-                    report.added += 1
-                writer.add_document(
-                    source=str(item.path),
-                    sha256=item.sha256,
-                    kind=item.loaded.kind,
-                    size=item.size,
-                    pages=len(item.loaded.pages) + item.loaded.pages_without_text,
-                    title=item.loaded.title,
-                    chunks=[_new_chunk(c) for c in item.chunks],
-                    vectors=vectors,
-                )
-                n_chunks = len(item.chunks)
-                report.files_ingested += 1
-                report.pages += len(item.loaded.pages)
-                report.pages_without_text += item.loaded.pages_without_text
-                report.chars += item.loaded.chars
-                report.chunks_added += n_chunks
-            if progress is not None:
-                pages = len(item.loaded.pages) if item.loaded else 0
-                progress(FileProgress(done, total, str(item.path), item.status, pages, n_chunks))
+                pending.append(item)
+                if sum(len(w.chunks) for w in pending) >= _FLUSH_CHUNKS:
+                    flush()
+        flush()
         producer.join()
         if report.files_ingested == 0 and report.unchanged == 0:
             raise NothingIngested(_nothing_message(report))
@@ -210,7 +212,7 @@ def _nothing_message(report: IngestReport) -> str:
 
 def _produce(
     candidates: Sequence[Path],
-    known: dict[str, object],
+    known: dict[str, DocumentRecord],
     chunker: Chunker,
     out: queue.Queue[_Work | _Done | BaseException],
 ) -> None:
@@ -222,14 +224,14 @@ def _produce(
         out.put(exc)
 
 
-def _prepare(path: Path, known: dict[str, object], chunker: Chunker) -> _Work:
+def _prepare(path: Path, known: dict[str, DocumentRecord], chunker: Chunker) -> _Work:
     try:
         data = path.read_bytes()
     except OSError as exc:
         return _Work(path, "", 0, None, [], "skipped", f"cannot be read ({exc.strerror or exc})")
     sha = hashlib.sha256(data).hexdigest()
     rec = known.get(str(path))
-    if rec is not None and getattr(rec, "sha256", None) == sha:
+    if rec is not None and rec.sha256 == sha:
         return _Work(path, sha, len(data), None, [], "unchanged")
     try:
         loaded = load(path, data)
@@ -241,22 +243,55 @@ def _prepare(path: Path, known: dict[str, object], chunker: Chunker) -> _Work:
     return _Work(path, sha, len(data), loaded, chunks, "added")
 
 
-def _embed_with_cache(
+def _embed_missing(
     embedder: Embedder, texts: list[str], cache: dict[str, np.ndarray], batch_size: int
-) -> np.ndarray:
-    """Embed texts, computing each distinct text once per run."""
-    keys = [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in texts]
+) -> None:
+    """Embed the texts not in ``cache``, each distinct text once per run."""
     todo: dict[str, str] = {}
-    for k, t in zip(keys, texts, strict=True):
+    for t in texts:
+        k = _text_key(t)
         if k not in cache and k not in todo:
             todo[k] = t
     if todo:
-        vecs = embedder.embed(list(todo.values()), batch_size=batch_size)
-        for k, v in zip(todo, vecs, strict=True):
+        vectors = embedder.embed(list(todo.values()), batch_size=batch_size)
+        for k, v in zip(todo, vectors, strict=True):
             cache[k] = v
-    if not texts:
-        return np.zeros((0, embedder.dimension), dtype=np.float32)
-    return np.stack([cache[k] for k in keys])
+
+
+def _text_key(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _commit_file(
+    w: _Work,
+    writer: StoreWriter,
+    known: dict[str, DocumentRecord],
+    cache: dict[str, np.ndarray],
+    report: IngestReport,
+) -> None:
+    assert w.loaded is not None
+    vectors = np.stack([cache[_text_key(c.text)] for c in w.chunks])
+    old = known.get(str(w.path))
+    if old is not None:
+        report.chunks_removed += writer.delete_document(old.id)
+        report.updated += 1
+    else:
+        report.added += 1
+    writer.add_document(
+        source=str(w.path),
+        sha256=w.sha256,
+        kind=w.loaded.kind,
+        size=w.size,
+        pages=len(w.loaded.pages) + w.loaded.pages_without_text,
+        title=w.loaded.title,
+        chunks=[_new_chunk(c) for c in w.chunks],
+        vectors=vectors,
+    )
+    report.files_ingested += 1
+    report.pages += len(w.loaded.pages)
+    report.pages_without_text += w.loaded.pages_without_text
+    report.chars += w.loaded.chars
+    report.chunks_added += len(w.chunks)
 
 
 def _new_chunk(c: Chunk) -> NewChunk:

@@ -121,4 +121,3 @@ def _usage(message: BaseMessage) -> Usage:
         prompt_tokens=int(meta.get("input_tokens", 0)),
         completion_tokens=int(meta.get("output_tokens", 0)),
     )
-

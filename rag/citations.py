@@ -9,10 +9,73 @@ _MARK_RE = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _MARK_WS_RE = re.compile(r"([ \t]*)" + _MARK_RE.pattern)
 _WORD_RE = re.compile(r"[^\W_]{3,}", re.UNICODE)
 _STOP = frozenset(
-    "the and for are was were that this with from which what when where who whom whose have has "
-    "had not but can could would should will shall may might must been being into onto over under "
-    "than then them they their there these those its it's his her our your you about also such "
-    "based provided documents document passages passage answer question know don".split()
+    [
+        "the",
+        "and",
+        "for",
+        "are",
+        "was",
+        "were",
+        "that",
+        "this",
+        "with",
+        "from",
+        "which",
+        "what",
+        "when",
+        "where",
+        "who",
+        "whom",
+        "whose",
+        "have",
+        "has",
+        "had",
+        "not",
+        "but",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "been",
+        "being",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "than",
+        "then",
+        "them",
+        "they",
+        "their",
+        "there",
+        "these",
+        "those",
+        "its",
+        "it's",
+        "his",
+        "her",
+        "our",
+        "your",
+        "you",
+        "about",
+        "also",
+        "such",
+        "based",
+        "provided",
+        "documents",
+        "document",
+        "passages",
+        "passage",
+        "answer",
+        "question",
+        "know",
+        "don",
+    ]
 )
 
 
@@ -64,5 +127,10 @@ def is_abstention(answer: str, phrase: str) -> bool:
     target = re.sub(r"[^a-z ]", "", phrase.lower().replace("'", ""))
     if target and target in norm:
         return True
-    starts = ("i dont know", "i do not know", "the provided documents do not", "the passages do not")
+    starts = (
+        "i dont know",
+        "i do not know",
+        "the provided documents do not",
+        "the passages do not",
+    )
     return norm.strip().startswith(starts)

@@ -186,7 +186,9 @@ def _print_sources(answer: Any) -> None:
         print(f"\nSources{note}:")
         shown = answer.citations or answer.passages
     for c in shown:
-        label = f" (page label {c.page_label})" if c.page_label and c.page_label != str(c.page) else ""
+        label = (
+            f" (page label {c.page_label})" if c.page_label and c.page_label != str(c.page) else ""
+        )
         snippet = " ".join(c.text.split())[:160]
         print(f"  [{c.n}] {_display_path(c.source)}{_page(c.page)}{label}  score {c.score:.3f}")
         print(f"      {snippet}{'...' if len(c.text) > 160 else ''}")

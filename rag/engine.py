@@ -62,7 +62,7 @@ class RAG:
         except Exception:
             store.close()
             raise
-        return cls(store, settings, embedder or Embedder(settings.embedder, settings.device))
+        return cls(store, settings, embedder or Embedder.from_settings(settings))
 
     def close(self) -> None:
         self.store.close()
@@ -118,7 +118,7 @@ class RAG:
             total: BaseMessage | None = None
             model = self.backend.chat_model(settings)
             for chunk in model.stream(prepared["messages"]):
-                total = chunk if total is None else total + chunk  # type: ignore[operator]
+                total = chunk if total is None else total + chunk
                 if chunk.content:
                     yield str(chunk.content)
             state["message"] = total or AIMessageChunk(content="")

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -73,8 +73,8 @@ def make_backend(settings: Settings) -> LLMBackend:
 class EmbeddedBackend:
     """A transformers causal LM run in-process on the CPU (default: the packaged SmolLM2-135M)."""
 
-    _instances: dict[tuple[str, str], EmbeddedBackend] = {}
-    _instances_lock = threading.Lock()
+    _instances: ClassVar[dict[tuple[str, str], EmbeddedBackend]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, model_dir: str, name: str, device: str = "cpu", window: int | None = None):
         self.model_dir = model_dir
@@ -113,9 +113,12 @@ class EmbeddedBackend:
         try:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(self.model_dir)
+            model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir)
         except Exception as exc:
-            raise ModelUnavailable(f"Cannot load the embedded model from {self.model_dir}: {exc}")
+            raise ModelUnavailable(
+                f"Cannot load the embedded model from {self.model_dir}: {exc}. Delete that "
+                "directory to have it unpacked again."
+            ) from exc
         model.to(self.device)
         model.eval()
         return model
@@ -230,7 +233,7 @@ class EmbeddedChatModel(BaseChatModel):
                 yield ChatGenerationChunk(
                     message=AIMessageChunk(
                         content="",
-                        usage_metadata=usage,  # type: ignore[arg-type]
+                        usage_metadata=usage,
                         response_metadata={"model_name": self.backend.model_name},
                     )
                 )

@@ -60,7 +60,9 @@ class OpenAIServerBackend:
         except openai.APIConnectionError as exc:
             raise LLMUnavailable(_down_message(self.base_url, exc)) from exc
         except openai.APIError as exc:
-            raise LLMUnavailable(f"The LLM server at {self.base_url} refused /models: {exc}") from exc
+            raise LLMUnavailable(
+                f"The LLM server at {self.base_url} refused /models: {exc}"
+            ) from exc
         if not models:
             raise LLMUnavailable(f"The LLM server at {self.base_url} serves no model.")
         wanted = self.settings.llm_model
@@ -119,11 +121,11 @@ class OpenAIServerBackend:
             extra["seed"] = settings.seed
         return ChatOpenAI(
             base_url=self.base_url,
-            api_key=settings.llm_api_key,  # type: ignore[arg-type]
+            api_key=settings.llm_api_key,
             model=self.model_name,
             temperature=settings.temperature,
             top_p=settings.top_p,
-            max_tokens=settings.max_tokens,  # type: ignore[call-arg]
+            max_tokens=settings.max_tokens,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             stream_usage=True,

@@ -41,7 +41,9 @@ def load_templates(prompt_dir: Path | None = None) -> PromptTemplates:
             texts[name] = override.read_text(encoding="utf-8")
         else:
             texts[name] = resources.files("rag._prompts").joinpath(name).read_text(encoding="utf-8")
-    t = PromptTemplates(system=texts["system.txt"].strip(), qa=texts["qa.txt"], passage=texts["passage.txt"])
+    t = PromptTemplates(
+        system=texts["system.txt"].strip(), qa=texts["qa.txt"], passage=texts["passage.txt"]
+    )
     try:
         t.render_passage(1, "t", "x")
         t.render_question(["p"], "q")

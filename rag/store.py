@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import re
@@ -522,4 +521,3 @@ def _fsync_file(path: Path) -> None:
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         _fsync_file(path)
-
