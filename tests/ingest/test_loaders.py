@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
+from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
 from ingest.loaders import LoadedFile, LoadError, discover, load
 
 TEXT_DIR = DOCUMENTS / "text"

@@ -1,0 +1,80 @@
+"""End to end with real parts: the embedder, FAISS, real PDFs and the embedded LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest import IngestReport
+from rag import RAG, Answer
+from rag.config import Settings
+from rag.embeddings import Embedder
+from rag.errors import ConfigError, IndexMismatch, IndexNotFound
+
+QUESTION = "What does the Transformer use instead of recurrence?"
+
+
+@pytest.fixture(scope="module")
+def rag(built_index: tuple[Path, IngestReport], settings: Settings, embedder: Embedder) -> RAG:
+    return RAG.open(built_index[0], settings, embedder=embedder)
+
+
+def test_retrieve_finds_the_attention_paper(rag: RAG) -> None:
+    hits = rag.retrieve(QUESTION, k=3)
+    assert [h.n for h in hits] == [1, 2, 3]
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    assert "attention_is_all_you_need" in Path(hits[0].source).name
+    assert hits[0].page is not None and hits[0].page >= 1
+    # The span points at the exact text on that page.
+    assert hits[0].end - hits[0].start == len(hits[0].text)
+
+
+def test_ask_cites_the_right_file_and_page(rag: RAG) -> None:
+    answer = rag.ask(QUESTION, max_tokens=64)
+    assert isinstance(answer, Answer)
+    assert answer.answer
+    assert not answer.abstained
+    assert answer.citations, answer.answer
+    cited = answer.citations[0]
+    assert Path(cited.source).name == "attention_is_all_you_need_neurips2017.pdf"
+    # The answer's key sentence (no recurrence, attention instead) is on pages 1-2 of the paper.
+    assert cited.page in (1, 2, 3, 5)
+    assert "attention" in cited.text.lower()
+    assert answer.model == "smollm2-135m-instruct"
+    assert answer.usage.prompt_tokens > 0
+    assert 0 < answer.usage.completion_tokens <= 64
+    assert {c.n for c in answer.citations} <= {p.n for p in answer.passages}
+
+
+def test_stream_yields_text_then_the_same_answer(rag: RAG) -> None:
+    stream = rag.stream(QUESTION, max_tokens=24)
+    pieces = list(stream)
+    assert len(pieces) > 1
+    assert stream.answer is not None
+    assert stream.answer.answer.strip() == "".join(pieces).strip()
+    assert stream.answer.usage.completion_tokens <= 24
+
+
+def test_sampling_settings_per_call(rag: RAG) -> None:
+    a = rag.ask(QUESTION, temperature=0.9, top_p=0.9, seed=7, max_tokens=16, top_k=2)
+    b = rag.ask(QUESTION, temperature=0.9, top_p=0.9, seed=7, max_tokens=16, top_k=2)
+    assert len(a.passages) == 2
+    assert a.answer == b.answer  # same seed, same sample
+    with pytest.raises(ConfigError, match="per-call overrides"):
+        rag.ask(QUESTION, temprature=0.2)
+    with pytest.raises(ConfigError):
+        rag.ask(QUESTION, temperature=5.0)
+
+
+def test_missing_index_says_how_to_build_one(tmp_path: Path, settings: Settings) -> None:
+    with pytest.raises(IndexNotFound, match="rag ingest"):
+        RAG.open(tmp_path / "nope", settings)
+
+
+def test_other_embedder_is_refused_with_the_fix(
+    built_index: tuple[Path, IngestReport], settings: Settings
+) -> None:
+    other = settings.model_copy(update={"embedder": "BAAI/bge-small-en-v1.5"})
+    with pytest.raises(IndexMismatch, match="--embedder sentence-transformers/all-MiniLM-L6-v2"):
+        RAG.open(built_index[0], other)
