@@ -7,6 +7,7 @@ is published in one atomic commit at the end; an interrupted run leaves the prev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -141,8 +142,9 @@ def ingest(
             if rec is not None:
                 known[str(path)] = rec
         work_q: queue.Queue[_Work | _Done | BaseException] = queue.Queue(maxsize=8)
+        stop = threading.Event()
         producer = threading.Thread(
-            target=_produce, args=(candidates, known, chunker, work_q), daemon=True
+            target=_produce, args=(candidates, known, chunker, work_q, stop), daemon=True
         )
         producer.start()
         cache: dict[str, np.ndarray] = {}
@@ -169,25 +171,32 @@ def ingest(
                 notify(w, len(w.chunks))
             pending.clear()
 
-        while True:
-            item = work_q.get()
-            if isinstance(item, _Done):
-                break
-            if isinstance(item, BaseException):
-                raise item
-            if item.status == "skipped":
-                report.files_skipped.append(
-                    SkippedFile(path=str(item.path), reason=item.reason or "")
-                )
-                notify(item, 0)
-            elif item.status == "unchanged":
-                report.unchanged += 1
-                notify(item, 0)
-            else:
-                pending.append(item)
-                if sum(len(w.chunks) for w in pending) >= _FLUSH_CHUNKS:
-                    flush()
-        flush()
+        try:
+            while True:
+                item = work_q.get()
+                if isinstance(item, _Done):
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if item.status == "skipped":
+                    report.files_skipped.append(
+                        SkippedFile(path=str(item.path), reason=item.reason or "")
+                    )
+                    notify(item, 0)
+                elif item.status == "unchanged":
+                    report.unchanged += 1
+                    notify(item, 0)
+                else:
+                    pending.append(item)
+                    if sum(len(w.chunks) for w in pending) >= _FLUSH_CHUNKS:
+                        flush()
+            flush()
+        finally:
+            # On any failure, release the loader thread: it may be blocked on the full queue.
+            stop.set()
+            while producer.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    work_q.get(timeout=0.05)
         producer.join()
         if report.files_ingested == 0 and report.unchanged == 0:
             raise NothingIngested(_nothing_message(report))
@@ -215,9 +224,12 @@ def _produce(
     known: dict[str, DocumentRecord],
     chunker: Chunker,
     out: queue.Queue[_Work | _Done | BaseException],
+    stop: threading.Event,
 ) -> None:
     try:
         for path in candidates:
+            if stop.is_set():
+                return
             out.put(_prepare(path, known, chunker))
         out.put(_Done())
     except BaseException as exc:  # hand the failure to the consumer instead of dying silently

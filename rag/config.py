@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+    repetition_penalty: float | None = Field(
+        None,
+        gt=0.0,
+        description="Penalty on repeated tokens (1.0: none). None: the model's or server's default.",
+    )
     seed: int | None = Field(None, description="Sampling seed, for reproducible sampled answers.")
 
     cache_dir: Path = Field(

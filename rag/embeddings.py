@@ -125,6 +125,8 @@ class Embedder:
         return int(self.model.max_seq_length) - 2
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
         ids = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(x) for x in ids]
 

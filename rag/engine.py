@@ -16,7 +16,9 @@ from rag.store import Manifest, Store, check_compatible
 log = logging.getLogger(__name__)
 
 # Per-call overrides accepted by ask() and stream().
-CALL_OVERRIDES = frozenset({"temperature", "top_p", "max_tokens", "seed", "top_k"})
+CALL_OVERRIDES = frozenset(
+    {"temperature", "top_p", "max_tokens", "seed", "top_k", "repetition_penalty"}
+)
 
 
 class AnswerStream:

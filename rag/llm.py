@@ -9,6 +9,7 @@ tokenizer, the server through /v1/chat/completions), so a request is templated e
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -31,6 +32,12 @@ class GenerationParams(Protocol):
     top_p: float
     max_tokens: int
     seed: int | None
+    repetition_penalty: float | None
+
+
+# Small models run on into an invented next turn; these end the answer where a turn would start.
+DEFAULT_STOP = ("\nQuestion:", "\nPassage [")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class LLMBackend(Protocol):
@@ -149,14 +156,18 @@ class EmbeddedBackend:
             top_p=settings.top_p,
             max_tokens=settings.max_tokens,
             seed=settings.seed,
+            repetition_penalty=settings.repetition_penalty,
         )
 
     def generate(
-        self, messages: Sequence[BaseMessage], params: GenerationParams
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stop: Sequence[str] = DEFAULT_STOP,
     ) -> Iterator[str | tuple[int, int]]:
         """Stream text pieces, then one ``(prompt_tokens, completion_tokens)`` tuple."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         prompt_ids = self.encode_messages(messages)
         input_ids = torch.tensor([prompt_ids], device=self.device)
@@ -168,6 +179,10 @@ class EmbeddedBackend:
             "do_sample": sample,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         }
+        if params.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        halt = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Halt(halt)])
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
@@ -188,12 +203,67 @@ class EmbeddedBackend:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        yield from (piece for piece in streamer if piece)
-        worker.join()
+        try:
+            yield from _trim(streamer, stop, halt)
+        finally:
+            halt.set()  # also when the caller stops reading early
+            worker.join()
         if "error" in result:
             raise result["error"]
         completion = int(result["out"].shape[1]) - len(prompt_ids)
         yield (len(prompt_ids), completion)
+
+
+class _Halt:
+    """A transformers stopping criterion that ends generation once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+def _trim(pieces: Iterator[str], stop: Sequence[str], halt: threading.Event) -> Iterator[str]:
+    """Pass generated text through, ending it at a stop string or where a sentence repeats.
+
+    Small models tend to loop on one sentence or run on into an invented next turn; both are cut,
+    and ``halt`` tells the generator to stop spending time on them. Text is released a sentence
+    at a time, so nothing already shown ever has to be taken back.
+    """
+    buffer = ""
+    seen: set[str] = set()
+    for piece in pieces:
+        buffer += piece
+        cut = min((i for s in stop if (i := buffer.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            buffer = buffer[:cut]
+            halt.set()
+        parts = _SENTENCE_END.split(buffer)
+        # Everything but the last part is a complete sentence (with its separator).
+        complete_end = 0
+        for m in _SENTENCE_END.finditer(buffer):
+            sentence = buffer[complete_end : m.start()].strip()
+            key = " ".join(sentence.lower().split())
+            if key and key in seen:
+                halt.set()
+                out = buffer[:complete_end]
+                if out.strip():
+                    yield out.rstrip()
+                return
+            if key:
+                seen.add(key)
+            complete_end = m.end()
+        del parts
+        if complete_end:
+            yield buffer[:complete_end]
+            buffer = buffer[complete_end:]
+        if halt.is_set():
+            break
+    if buffer.strip() and " ".join(buffer.lower().split()) not in seen:
+        yield buffer.rstrip()
 
 
 class EmbeddedChatModel(BaseChatModel):
@@ -206,6 +276,7 @@ class EmbeddedChatModel(BaseChatModel):
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int | None = None
+    repetition_penalty: float | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -222,7 +293,7 @@ class EmbeddedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for piece in self.backend.generate(messages, self):
+        for piece in self.backend.generate(messages, self, stop or DEFAULT_STOP):
             if isinstance(piece, tuple):
                 prompt, completion = piece
                 usage = {

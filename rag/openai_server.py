@@ -119,6 +119,8 @@ class OpenAIServerBackend:
         extra: dict[str, Any] = {}
         if settings.seed is not None:
             extra["seed"] = settings.seed
+        if settings.repetition_penalty is not None:
+            extra["extra_body"] = {"repetition_penalty": settings.repetition_penalty}
         return ChatOpenAI(
             base_url=self.base_url,
             api_key=settings.llm_api_key,

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     text, content='chunks', content_rowid='id', tokenize='porter unicode61'
 );
@@ -210,7 +211,7 @@ class Store:
                 manifest = read_manifest(snap)
                 vectors = _faiss().read_index(str(snap / VECTORS))
                 return cls(index_dir, snap, manifest, vectors)
-            except (RuntimeError, OSError, IndexCorrupt) as exc:
+            except (RuntimeError, OSError, sqlite3.Error, IndexCorrupt) as exc:
                 if attempt == 2 or snap == current_snapshot(index_dir):
                     raise IndexCorrupt(f"Cannot open the index in {snap}: {exc}") from exc
         raise AssertionError("unreachable")
@@ -369,7 +370,6 @@ class StoreWriter:
         return max(int(row[0]), self._id_floor()) + 1
 
     def _id_floor(self) -> int:
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'max_chunk_id'").fetchone()
         return int(row[0]) if row else 0
 

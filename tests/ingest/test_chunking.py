@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from tests.conftest import DOCUMENTS, NO_TEXT_PDF
 from ingest.chunking import Chunk, Chunker, ChunkLimits
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadedFile, Page, load
 from rag.config import Settings
 from rag.embeddings import Embedder
 from rag.tokens import Tokenizer
+from tests.conftest import DOCUMENTS, NO_TEXT_PDF
 
 # Every real document with text: all text and markdown files and all PDFs but the scanned one.
 REAL_DOCS = sorted(
@@ -39,11 +41,11 @@ def loaded_docs() -> dict[str, LoadedFile]:
 def chunker(
     request: pytest.FixtureRequest, settings: Settings, embedder: Embedder, tokenizer: Tokenizer
 ) -> Chunker:
-    """The production limits, and tight ones that make both limits bind and overlap zero."""
+    """The production limits, and tight ones under which both limits bind, with overlap."""
     if request.param == "default":
         limits = ChunkLimits(settings.chunk_tokens, settings.chunk_overlap, embedder.max_tokens)
     else:
-        limits = ChunkLimits(chunk_tokens=48, overlap_tokens=0, embed_tokens=32)
+        limits = ChunkLimits(chunk_tokens=48, overlap_tokens=12, embed_tokens=32)
     return Chunker(limits, count_llm=tokenizer.count_many, count_embed=embedder.count_tokens)
 
 
@@ -82,7 +84,7 @@ def check_chunks(
     ends = [c.end for c in chunks]
     assert ends == sorted(set(ends))
     if limits.overlap_tokens == 0:
-        for a, b in zip(chunks, chunks[1:], strict=False):
+        for a, b in pairwise(chunks):
             assert a.end <= b.start
 
 
@@ -135,7 +137,7 @@ def test_markdown_chunks_carry_their_section(
     assert sum(offset in starting for offset in offsets) >= len(offsets) * 0.6
     # When a chunk ends where a section ends, the next one starts at the heading: no text from
     # before a heading is carried into its section as overlap.
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in pairwise(chunks):
         for offset in offsets:
             if a.end <= offset and not page.text[a.end : offset].strip():
                 assert b.start == offset
@@ -156,12 +158,24 @@ def test_overlap_repeats_text_between_consecutive_chunks(
     chunker = Chunker(limits, tokenizer.count_many, embedder.count_tokens)
     page = loaded_docs["state_of_the_union.txt"].pages[0]
     chunks = chunker.split(page)
-    overlaps = [a.end - b.start for a, b in zip(chunks, chunks[1:], strict=False)]
+    overlaps = [a.end - b.start for a, b in pairwise(chunks)]
     assert sum(o > 0 for o in overlaps) >= len(overlaps) // 2
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in pairwise(chunks):
         if b.start < a.end:
             shared = page.text[b.start : a.end]
             assert tokenizer.count(shared) <= limits.overlap_tokens + 2
+
+
+def test_without_overlap_chunks_are_disjoint(
+    loaded_docs: dict[str, LoadedFile], tokenizer: Tokenizer, embedder: Embedder
+) -> None:
+    limits = ChunkLimits(chunk_tokens=48, overlap_tokens=0, embed_tokens=32)
+    chunker = Chunker(limits, tokenizer.count_many, embedder.count_tokens)
+    for name in ("llama2c_README.md", "zh_broker_report_xinxiwang_000876.pdf"):
+        for page in loaded_docs[name].pages:
+            chunks = chunker.split(page)
+            check_chunks(page, chunks, limits, tokenizer, embedder)
+            assert all(a.end <= b.start for a, b in pairwise(chunks))
 
 
 def test_whitespace_only_page_gives_no_chunk(chunker: Chunker) -> None:
@@ -200,7 +214,7 @@ _random_text = st.lists(_pieces, max_size=14).map("".join)
 _HEADING_LINE = re.compile(r"^# Heading$", re.MULTILINE)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hypothesis_settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_random_text, overlap=st.integers(min_value=0, max_value=10))
 def test_random_text_round_trips_within_limits(
     text: str, overlap: int, tokenizer: Tokenizer, embedder: Embedder

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
 from ingest.loaders import LoadedFile, LoadError, discover, load
+from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
 
 TEXT_DIR = DOCUMENTS / "text"
 PDF_DIR = DOCUMENTS / "pdf"
@@ -330,7 +330,9 @@ def test_binary_file_named_txt(tmp_path: Path) -> None:
 def test_binary_without_nul_bytes_named_txt(tmp_path: Path) -> None:
     """High bytes and control characters that are neither UTF-8 nor readable Latin-1."""
     rng = random.Random(5)
-    data = bytes(rng.choice([*range(1, 9), *range(14, 32), *range(0x80, 0xA0)]) for _ in range(4000))
+    data = bytes(
+        rng.choice([*range(1, 9), *range(14, 32), *range(0x80, 0xA0)]) for _ in range(4000)
+    )
     path = tmp_path / "blob.txt"
     path.write_bytes(data)
     with pytest.raises(LoadError, match="binary"):
