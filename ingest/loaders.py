@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,9 @@ def _load_pdf(path: Path, data: bytes) -> LoadedFile:
     failures = 0
     for i in range(n_pages):
         try:
-            text = reader.pages[i].extract_text() or ""
+            page = reader.pages[i]
+            # A page without fonts cannot carry a text layer; skip its (slow) content parsing.
+            text = (page.extract_text() or "") if _has_fonts(page) else ""
         except Exception as exc:
             log.warning("%s: page %d could not be read: %s", path, i + 1, exc)
             failures += 1
@@ -239,3 +242,34 @@ def _load_pdf(path: Path, data: bytes) -> LoadedFile:
     return LoadedFile(
         path=path, kind="pdf", pages=pages, title=title, pages_without_text=without_text
     )
+
+
+def _has_fonts(page: Any) -> bool:
+    """Whether a PDF page, or any form XObject it draws, declares a font."""
+    try:
+        resources = page.get("/Resources")
+        return _resources_have_fonts(resources, depth=0)
+    except Exception:
+        return True  # unsure: let text extraction decide
+
+
+def _resources_have_fonts(resources: Any, depth: int) -> bool:
+    if resources is None or depth > 8:
+        return depth > 8
+    resources = getattr(resources, "get_object", lambda: resources)()
+    if not hasattr(resources, "get"):
+        return False
+    fonts = resources.get("/Font")
+    if fonts is not None and len(getattr(fonts, "get_object", lambda: fonts)()) > 0:
+        return True
+    xobjects = resources.get("/XObject")
+    if xobjects is None:
+        return False
+    xobjects = xobjects.get_object()
+    for ref in xobjects.values():
+        xobj = ref.get_object()
+        if xobj.get("/Subtype") == "/Form" and _resources_have_fonts(
+            xobj.get("/Resources"), depth + 1
+        ):
+            return True
+    return False

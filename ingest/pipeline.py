@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Chunks collected from several files before one embedding call.
 _FLUSH_CHUNKS = 256
+_MIN_FLUSH = 32
 
 
 class SkippedFile(BaseModel):
@@ -188,7 +189,10 @@ def ingest(
                     notify(item, 0)
                 else:
                     pending.append(item)
-                    if sum(len(w.chunks) for w in pending) >= _FLUSH_CHUNKS:
+                    waiting = sum(len(w.chunks) for w in pending)
+                    # Embed once enough is collected, or early when the loader is still busy
+                    # with the next file, so that the embedder does not sit idle.
+                    if waiting >= _FLUSH_CHUNKS or (work_q.empty() and waiting >= _MIN_FLUSH):
                         flush()
             flush()
         finally:

@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="describe an index")
     info.add_argument("--sources", action="store_true", help="list every document")
     info.set_defaults(func=_cmd_info)
+
+    # Command groups that live in modules of their own register here.
+    from rag import cli_llm
+
+    cli_llm.register(sub, common)
     return p
 
 

@@ -22,6 +22,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 _EXPORT_VERSION = "1"
+# Texts per ONNX Runtime call. Measured on a 2-core CPU with all-MiniLM-L6-v2 and 200-token
+# chunks: 8 is faster than 16 or 32 (activations stay in cache) and peaks at 60% of the memory.
+MAX_RUN_BATCH = 8
 
 
 def supported(model: Any) -> bool:
@@ -62,6 +65,7 @@ class OnnxEncoder:
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        batch_size = max(1, min(batch_size, MAX_RUN_BATCH))
         # Longest first, so that each batch pads to similar lengths (as sentence-transformers does).
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out: np.ndarray | None = None
