@@ -116,6 +116,14 @@ def load(path: Path, data: bytes) -> LoadedFile:
     raise LoadError(f"unsupported file type {path.suffix or '(none)'}")
 
 
+def load_text_document(source: str, text: str, title: str | None = None) -> LoadedFile:
+    """A text that is not a file (a dataset record), loaded like a plain text file."""
+    text = _normalise(text)
+    if not text.strip():
+        raise LoadError("no text")
+    return LoadedFile(path=Path(source), kind="text", pages=[Page(text=text)], title=title)
+
+
 def _decode_text(data: bytes) -> str:
     if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise LoadError("binary content, not text (contains NUL bytes)")

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ingest.chunking import Chunk, Chunker, ChunkLimits
-from ingest.loaders import LoadedFile, LoadError, discover, load
+from ingest.loaders import LoadedFile, LoadError, discover, load, load_text_document
 from rag.config import Settings
 from rag.embeddings import Embedder
 from rag.errors import NothingIngested
@@ -75,9 +75,18 @@ class FileProgress:
 ProgressCallback = Callable[[FileProgress], None]
 
 
+@dataclass(frozen=True)
+class TextDocument:
+    """A text to ingest that is not a file; ``source`` names it in the index and in citations."""
+
+    source: str
+    text: str
+    title: str | None = None
+
+
 @dataclass
 class _Work:
-    path: Path
+    source: str
     sha256: str
     size: int
     loaded: LoadedFile | None
@@ -105,19 +114,48 @@ def ingest(
     chunks replaced. Unreadable files are reported in ``files_skipped`` and the rest goes on.
     Raises :class:`~rag.errors.NothingIngested` when files were given but none could be read.
     """
+    candidates: list[Path | TextDocument] = []
+    skipped: list[SkippedFile] = []
+    for path, reason in discover(paths):
+        if reason is None:
+            candidates.append(path)
+        else:
+            skipped.append(SkippedFile(path=str(path), reason=reason))
+    return _ingest(candidates, skipped, index_dir, settings, embedder, tokenizer, progress)
+
+
+def ingest_documents(
+    documents: Iterable[TextDocument],
+    index_dir: str | Path,
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    tokenizer: Tokenizer | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Ingest texts that are not files (records of a dataset, rows of a database).
+
+    Each document's ``source`` identifies it in the index and in citations, as a path does for
+    files; the same rules for unchanged and changed content apply.
+    """
+    return _ingest(list(documents), [], index_dir, settings, embedder, tokenizer, progress)
+
+
+def _ingest(
+    candidates: list[Path | TextDocument],
+    skipped: list[SkippedFile],
+    index_dir: str | Path,
+    settings: Settings | None,
+    embedder: Embedder | None,
+    tokenizer: Tokenizer | None,
+    progress: ProgressCallback | None,
+) -> IngestReport:
     settings = settings or Settings.load()
     started = time.perf_counter()
     index_dir = Path(index_dir)
     embedder = embedder or Embedder.from_settings(settings)
     tokenizer = tokenizer or load_tokenizer(settings)
-    report = IngestReport(index=str(index_dir))
-
-    candidates: list[Path] = []
-    for path, reason in discover(paths):
-        if reason is None:
-            candidates.append(path)
-        else:
-            report.files_skipped.append(SkippedFile(path=str(path), reason=reason))
+    report = IngestReport(index=str(index_dir), files_skipped=skipped)
 
     manifest = Manifest(
         embedder=embedder.name,
@@ -138,10 +176,10 @@ def ingest(
     total = len(candidates)
     with open_writer(index_dir, manifest) as writer:
         known: dict[str, DocumentRecord] = {}
-        for path in candidates:
-            rec = writer.find_source(str(path))
+        for candidate in candidates:
+            rec = writer.find_source(_source_of(candidate))
             if rec is not None:
-                known[str(path)] = rec
+                known[rec.source] = rec
         work_q: queue.Queue[_Work | _Done | BaseException] = queue.Queue(maxsize=8)
         stop = threading.Event()
         producer = threading.Thread(
@@ -157,7 +195,7 @@ def ingest(
             done += 1
             if progress is not None:
                 pages = len(item.loaded.pages) if item.loaded else 0
-                progress(FileProgress(done, total, str(item.path), item.status, pages, chunks))
+                progress(FileProgress(done, total, item.source, item.status, pages, chunks))
 
         def flush() -> None:
             # One embedding call for many files: full batches, sorted by length across files.
@@ -181,7 +219,7 @@ def ingest(
                     raise item
                 if item.status == "skipped":
                     report.files_skipped.append(
-                        SkippedFile(path=str(item.path), reason=item.reason or "")
+                        SkippedFile(path=item.source, reason=item.reason or "")
                     )
                     notify(item, 0)
                 elif item.status == "unchanged":
@@ -224,39 +262,53 @@ def _nothing_message(report: IngestReport) -> str:
 
 
 def _produce(
-    candidates: Sequence[Path],
+    candidates: Sequence[Path | TextDocument],
     known: dict[str, DocumentRecord],
     chunker: Chunker,
     out: queue.Queue[_Work | _Done | BaseException],
     stop: threading.Event,
 ) -> None:
     try:
-        for path in candidates:
+        for candidate in candidates:
             if stop.is_set():
                 return
-            out.put(_prepare(path, known, chunker))
+            out.put(_prepare(candidate, known, chunker))
         out.put(_Done())
     except BaseException as exc:  # hand the failure to the consumer instead of dying silently
         out.put(exc)
 
 
-def _prepare(path: Path, known: dict[str, DocumentRecord], chunker: Chunker) -> _Work:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _Work(path, "", 0, None, [], "skipped", f"cannot be read ({exc.strerror or exc})")
+def _source_of(candidate: Path | TextDocument) -> str:
+    return candidate.source if isinstance(candidate, TextDocument) else str(candidate)
+
+
+def _prepare(
+    candidate: Path | TextDocument, known: dict[str, DocumentRecord], chunker: Chunker
+) -> _Work:
+    source = _source_of(candidate)
+    if isinstance(candidate, TextDocument):
+        data = candidate.text.encode("utf-8")
+    else:
+        try:
+            data = candidate.read_bytes()
+        except OSError as exc:
+            reason = f"cannot be read ({exc.strerror or exc})"
+            return _Work(source, "", 0, None, [], "skipped", reason)
     sha = hashlib.sha256(data).hexdigest()
-    rec = known.get(str(path))
+    rec = known.get(source)
     if rec is not None and rec.sha256 == sha:
-        return _Work(path, sha, len(data), None, [], "unchanged")
+        return _Work(source, sha, len(data), None, [], "unchanged")
     try:
-        loaded = load(path, data)
+        if isinstance(candidate, TextDocument):
+            loaded = load_text_document(candidate.source, candidate.text, candidate.title)
+        else:
+            loaded = load(candidate, data)
     except LoadError as exc:
-        return _Work(path, sha, len(data), None, [], "skipped", str(exc))
+        return _Work(source, sha, len(data), None, [], "skipped", str(exc))
     chunks = [c for page in loaded.pages for c in chunker.split(page)]
     if not chunks:
-        return _Work(path, sha, len(data), None, [], "skipped", "no text to index")
-    return _Work(path, sha, len(data), loaded, chunks, "added")
+        return _Work(source, sha, len(data), None, [], "skipped", "no text to index")
+    return _Work(source, sha, len(data), loaded, chunks, "added")
 
 
 def _embed_missing(
@@ -287,14 +339,14 @@ def _commit_file(
 ) -> None:
     assert w.loaded is not None
     vectors = np.stack([cache[_text_key(c.text)] for c in w.chunks])
-    old = known.get(str(w.path))
+    old = known.get(w.source)
     if old is not None:
         report.chunks_removed += writer.delete_document(old.id)
         report.updated += 1
     else:
         report.added += 1
     writer.add_document(
-        source=str(w.path),
+        source=w.source,
         sha256=w.sha256,
         kind=w.loaded.kind,
         size=w.size,

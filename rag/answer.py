@@ -16,7 +16,13 @@ class Citation(BaseModel):
     start: int = Field(description="Character offset of the passage in its page text.")
     end: int = Field(description="Character offset where the passage ends.")
     text: str = Field(description="The passage text.")
-    score: float = Field(description="Retrieval score (cosine similarity for dense retrieval).")
+    score: float = Field(
+        description="Retrieval score of the mode used: cosine (dense), BM25 (lexical) or the "
+        "fused score (hybrid)."
+    )
+    dense_score: float | None = Field(
+        None, description="Cosine similarity of passage and question, whatever the mode."
+    )
     chunk_id: int = Field(description="Chunk id in the index.")
 
     @property

@@ -38,7 +38,11 @@ def build_chain(
     templates: PromptTemplates,
     max_tokens: int,
 ) -> ChainParts:
-    """Inputs: ``{"question": str, "history": [(question, answer), ...]}``."""
+    """Inputs: ``{"question": str, "history": [(question, answer), ...], "instructions": [...]}``.
+
+    ``question`` is what the model answers; ``query`` (default: the question) is what retrieval
+    searches for, such as a follow-up question made standalone.
+    """
 
     def do_pack(inputs: dict[str, Any]) -> dict[str, Any]:
         packed = pack(
@@ -46,6 +50,7 @@ def build_chain(
             question=inputs["question"],
             passages=inputs["passages"],
             history=inputs.get("history", ()),
+            instructions=inputs.get("instructions", ()),
             count_tokens=backend.count_tokens,
             context_window=backend.context_window,
             max_tokens=max_tokens,
@@ -62,7 +67,7 @@ def build_chain(
         )
 
     prepare: Runnable[dict[str, Any], dict[str, Any]] = RunnablePassthrough.assign(
-        passages=RunnableLambda(lambda x: x["question"]) | retriever
+        passages=RunnableLambda(lambda x: x.get("query") or x["question"]) | retriever
     ) | RunnableLambda(do_pack)
     parse: Runnable[dict[str, Any], Answer] = RunnableLambda(do_parse)
     generate = RunnablePassthrough.assign(

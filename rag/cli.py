@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--no-stream", action="store_true", help="print the answer when complete")
     ask.set_defaults(func=_cmd_ask)
 
+    chat = sub.add_parser("chat", parents=[common], help="a conversation about your documents")
+    _llm_options(chat)
+    chat.set_defaults(func=_cmd_chat)
+
+    ev = sub.add_parser("eval", parents=[common], help="measure retrieval and answer quality")
+    data = ev.add_mutually_exclusive_group(required=True)
+    data.add_argument("--beir", type=Path, metavar="DIR", help="BEIR data set directory")
+    data.add_argument("--squad", type=Path, metavar="FILE", help="SQuAD-format JSON file")
+    ev.add_argument("--mode", choices=("dense", "lexical", "hybrid", "all"), default="all")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N questions")
+    ev.set_defaults(func=_cmd_eval)
+
     info = sub.add_parser("info", parents=[common], help="describe an index")
     info.add_argument("--sources", action="store_true", help="list every document")
     info.set_defaults(func=_cmd_info)
@@ -89,6 +102,13 @@ def _llm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("-k", "--top-k", type=int, help="passages to retrieve")
     g.add_argument("--context-window", type=int, help="override the model's context window")
+    r = p.add_argument_group("retrieval")
+    r.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
+    r.add_argument("--mmr", action="store_true", default=None, help="diversify passages (MMR)")
+    r.add_argument("--source", metavar="GLOB", help="only files matching GLOB (e.g. '*.pdf')")
+    r.add_argument("--type", dest="kinds", action="append", choices=("pdf", "text", "markdown"),
+                   help="only files of this type (repeatable)")  # fmt: skip
+    r.add_argument("--pages", metavar="A-B", help="only PDF pages A to B")
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -107,6 +127,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "seed": getattr(args, "seed", None),
         "top_k": getattr(args, "top_k", None),
         "context_window": getattr(args, "context_window", None),
+        "retrieval_mode": getattr(args, "mode", None),
+        "mmr": getattr(args, "mmr", None),
         **extra,
     }
     return Settings.load(args.config, **fields)
@@ -164,21 +186,96 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from rag.engine import RAG
 
     settings = _settings(args)
+    filters = _filters(args)
     with RAG.open(settings.index_dir, settings) as rag:
         if args.json or args.no_stream:
-            answer = rag.ask(args.question)
+            answer = rag.ask(args.question, filters=filters)
             if args.json:
                 _print_json(answer.model_dump())
                 return 0
             print(answer.answer)
         else:
-            stream = rag.stream(args.question)
+            stream = rag.stream(args.question, filters=filters)
             for piece in stream:
                 print(piece, end="", flush=True)
             print()
             assert stream.answer is not None
             answer = stream.answer
     _print_sources(answer)
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    from rag.errors import ConfigError
+    from rag.retrieval import Filters
+
+    pages = None
+    if args.pages:
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", args.pages)
+        if not m:
+            raise ConfigError(f"--pages takes a page or a range like 3-7, not {args.pages!r}")
+        pages = (int(m.group(1)), int(m.group(2) or m.group(1)))
+    kinds = tuple(args.kinds) if args.kinds else None
+    f = Filters(source_glob=args.source, kinds=kinds, pages=pages)
+    return None if f.is_empty() else f
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from rag.answer import Answer
+    from rag.engine import RAG
+
+    settings = _settings(args)
+    with RAG.open(settings.index_dir, settings) as rag:
+        chat = rag.chat()
+        print("Ask about your documents. /reset forgets the conversation, /exit leaves.")
+        while True:
+            try:
+                message = input("\n> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if not message:
+                continue
+            if message in ("/exit", "/quit"):
+                return 0
+            if message == "/reset":
+                chat.reset()
+                print("(conversation and instructions forgotten)")
+                continue
+            result = chat.stream(message, filters=_filters(args))
+            if isinstance(result, Answer):
+                print(result.answer)
+                continue
+            for piece in result:
+                print(piece, end="", flush=True)
+            print()
+            assert result.answer is not None
+            _print_sources(result.answer)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rag.evaluation import MODES, evaluate_beir
+
+    settings = _settings(args)
+    modes = MODES if args.mode in (None, "all") else (args.mode,)
+    if args.beir:
+        results = evaluate_beir(args.beir, settings, modes, limit=args.limit)
+    else:
+        from rag.evaluation_squad import evaluate_squad
+
+        results = evaluate_squad(args.squad, settings, modes, limit=args.limit)
+    if args.json:
+        _print_json(results)
+        return 0
+    rows = [(mode, m) for mode, m in results.items() if not mode.startswith("_")]
+    keys = [k for k in rows[0][1] if k not in ("queries", "seconds")] if rows else []
+    print(f"{'mode':<10}" + "".join(f"{k:>14}" for k in keys) + f"{'seconds':>10}")
+    for mode, m in rows:
+        cells = "".join(f"{'-' if m[k] is None else format(m[k], '.4f'):>14}" for k in keys)
+        print(f"{mode:<10}{cells}{m['seconds']:>10.1f}")
+    run = results.get("_run", {})
+    if run:
+        print("; ".join(f"{k}: {v}" for k, v in run.items()))
     return 0
 
 

@@ -57,6 +57,21 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     top_k: int = Field(4, ge=1, le=100, description="Passages retrieved per question.")
+    retrieval_mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid",
+        description="dense (embeddings, FAISS), lexical (BM25, SQLite FTS5) or hybrid (both, "
+        "fused by a convex combination of normalised scores).",
+    )
+    hybrid_alpha: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the dense score in hybrid fusion."
+    )
+    fetch_k: int = Field(
+        50, ge=1, description="Candidates each retriever contributes before fusion and MMR."
+    )
+    mmr: bool = Field(False, description="Diversify passages with maximal marginal relevance.")
+    mmr_lambda: float = Field(
+        0.5, ge=0.0, le=1.0, description="MMR trade-off: 1 is pure relevance, 0 pure diversity."
+    )
 
     # --- LLM ---
     llm_url: str | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.answer import Answer, Citation
 from rag.config import Settings
@@ -13,11 +13,27 @@ from rag.embeddings import Embedder
 from rag.errors import ConfigError
 from rag.store import Manifest, Store, check_compatible
 
+if TYPE_CHECKING:
+    from rag.chat import Chat
+    from rag.retrieval import Filters
+
 log = logging.getLogger(__name__)
 
 # Per-call overrides accepted by ask() and stream().
 CALL_OVERRIDES = frozenset(
-    {"temperature", "top_p", "max_tokens", "seed", "top_k", "repetition_penalty"}
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "top_k",
+        "repetition_penalty",
+        "retrieval_mode",
+        "hybrid_alpha",
+        "fetch_k",
+        "mmr",
+        "mmr_lambda",
+    }
 )
 
 
@@ -80,39 +96,69 @@ class RAG:
         return self.store.manifest
 
     # -- retrieval --
-    def retrieve(self, question: str, k: int | None = None) -> list[Citation]:
-        """The ``k`` passages nearest to ``question``, best first, numbered from 1."""
+    def retrieve(
+        self,
+        question: str,
+        k: int | None = None,
+        *,
+        filters: Filters | None = None,
+        **overrides: Any,
+    ) -> list[Citation]:
+        """The ``k`` best passages for ``question``, best first, numbered from 1.
+
+        ``overrides`` may change retrieval settings for this call: retrieval_mode, hybrid_alpha,
+        fetch_k, mmr, mmr_lambda.
+        """
         from rag.retrieval import to_citation
 
-        docs = self._retriever(k or self.settings.top_k).invoke(question)
+        settings = self._settings_for({**overrides, "top_k": k})
+        docs = self._retriever(settings, filters).invoke(question)
         return [to_citation(d, i) for i, d in enumerate(docs, start=1)]
 
     # -- answering --
     def ask(
-        self, question: str, *, history: Sequence[tuple[str, str]] = (), **overrides: Any
+        self,
+        question: str,
+        *,
+        history: Sequence[tuple[str, str]] = (),
+        filters: Filters | None = None,
+        instructions: Sequence[str] = (),
+        query: str | None = None,
+        **overrides: Any,
     ) -> Answer:
         """Answer ``question`` from the index, citing passages.
 
         ``overrides`` change settings for this call only: temperature, top_p, max_tokens, seed,
-        top_k. ``history`` holds earlier (question, answer) turns of a conversation.
+        top_k, repetition_penalty and the retrieval settings. ``history`` holds earlier
+        (question, answer) turns of a conversation; ``instructions`` are standing instructions
+        added to the system prompt; ``query`` is what retrieval searches for when it should differ
+        from the question; ``filters`` restricts the passages.
         """
         settings = self._settings_for(overrides)
-        parts = self._chain(settings)
-        answer: Answer = parts.full.invoke({"question": question, "history": list(history)})
+        parts = self._chain(settings, filters)
+        inputs = _inputs(question, history, instructions, query)
+        answer: Answer = parts.full.invoke(inputs)
         return answer
 
     def stream(
-        self, question: str, *, history: Sequence[tuple[str, str]] = (), **overrides: Any
+        self,
+        question: str,
+        *,
+        history: Sequence[tuple[str, str]] = (),
+        filters: Filters | None = None,
+        instructions: Sequence[str] = (),
+        query: str | None = None,
+        **overrides: Any,
     ) -> AnswerStream:
         """Like :meth:`ask`, but yields the answer text as it is generated."""
         from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
         settings = self._settings_for(overrides)
-        parts = self._chain(settings)
+        parts = self._chain(settings, filters)
         state: dict[str, Any] = {}
 
         def pieces() -> Iterator[str]:
-            prepared = parts.prepare.invoke({"question": question, "history": list(history)})
+            prepared = parts.prepare.invoke(_inputs(question, history, instructions, query))
             state["prepared"] = prepared
             if not prepared["packed"].passages:
                 state["message"] = AIMessage(content=self._templates().abstain_phrase)
@@ -130,6 +176,12 @@ class RAG:
             return answer
 
         return AnswerStream(pieces(), finish)
+
+    def chat(self, instructions: Sequence[str] = (), **overrides: Any) -> Chat:
+        """A multi-turn conversation over this index (see :class:`rag.chat.Chat`)."""
+        from rag.chat import Chat
+
+        return Chat(self, instructions=instructions, overrides=overrides)
 
     # -- internals --
     @property
@@ -160,18 +212,42 @@ class RAG:
 
         return load_templates(self.settings.prompt_dir)
 
-    def _retriever(self, k: int) -> Any:
-        from rag.retrieval import DenseRetriever
+    def _retriever(self, settings: Settings, filters: Any = None) -> Any:
+        from rag.retrieval import Retriever
 
-        return DenseRetriever(store=self.store, embedder=self.embedder, k=k)
+        return Retriever(
+            store=self.store,
+            embedder=self.embedder,
+            k=settings.top_k,
+            mode=settings.retrieval_mode,
+            fetch_k=settings.fetch_k,
+            hybrid_alpha=settings.hybrid_alpha,
+            mmr=settings.mmr,
+            mmr_lambda=settings.mmr_lambda,
+            filters=filters,
+        )
 
-    def _chain(self, settings: Settings) -> Any:
+    def _chain(self, settings: Settings, filters: Any = None) -> Any:
         from rag.chain import build_chain
 
         return build_chain(
-            retriever=self._retriever(settings.top_k),
+            retriever=self._retriever(settings, filters),
             backend=self.backend,
             chat_model=self.backend.chat_model(settings),
             templates=self._templates(),
             max_tokens=settings.max_tokens,
         )
+
+
+def _inputs(
+    question: str,
+    history: Sequence[tuple[str, str]],
+    instructions: Sequence[str],
+    query: str | None,
+) -> dict[str, Any]:
+    return {
+        "question": question,
+        "history": list(history),
+        "instructions": list(instructions),
+        "query": query or question,
+    }

@@ -40,12 +40,20 @@ def build_messages(
     question: str,
     passages: Sequence[Document],
     history: Sequence[tuple[str, str]],
+    instructions: Sequence[str] = (),
 ) -> list[BaseMessage]:
     rendered = [
         templates.render_passage(i, passage_title(d), d.page_content)
         for i, d in enumerate(passages, start=1)
     ]
-    messages: list[BaseMessage] = [SystemMessage(templates.system)]
+    system = templates.system
+    if instructions:
+        # Standing instructions live in the system prompt, which is never trimmed, so they stay in
+        # force however long the conversation grows.
+        system += "\n\nFollow these instructions from the user in every answer:\n" + "\n".join(
+            f"- {i}" for i in instructions
+        )
+    messages: list[BaseMessage] = [SystemMessage(system)]
     for q, a in history:
         messages += [HumanMessage(q), AIMessage(a)]
     messages.append(HumanMessage(templates.render_question(rendered, question)))
@@ -58,6 +66,7 @@ def pack(
     question: str,
     passages: Sequence[Document],
     history: Sequence[tuple[str, str]] = (),
+    instructions: Sequence[str] = (),
     count_tokens: TokenCounter,
     context_window: int,
     max_tokens: int,
@@ -73,7 +82,7 @@ def pack(
 
     def attempt(n_hist: int, n_pass: int) -> tuple[list[BaseMessage], int]:
         kept = history[len(history) - n_hist :] if n_hist else []
-        msgs = build_messages(templates, question, passages[:n_pass], kept)
+        msgs = build_messages(templates, question, passages[:n_pass], kept, instructions)
         return msgs, count_tokens(msgs)
 
     # 1. Trim history, oldest first, with every passage in place.

@@ -32,15 +32,17 @@ class PromptTemplates:
         return self.qa.format(passages="\n\n".join(passages), question=question).strip()
 
 
+def read_template(name: str, prompt_dir: Path | None = None) -> str:
+    """One template file: from ``prompt_dir`` when it has it, else the packaged one."""
+    override = Path(prompt_dir) / name if prompt_dir else None
+    if override is not None and override.is_file():
+        return override.read_text(encoding="utf-8")
+    return resources.files("rag._prompts").joinpath(name).read_text(encoding="utf-8")
+
+
 def load_templates(prompt_dir: Path | None = None) -> PromptTemplates:
     """Templates from ``prompt_dir`` where it has them, else the packaged ones."""
-    texts = {}
-    for name in FILES:
-        override = Path(prompt_dir) / name if prompt_dir else None
-        if override is not None and override.is_file():
-            texts[name] = override.read_text(encoding="utf-8")
-        else:
-            texts[name] = resources.files("rag._prompts").joinpath(name).read_text(encoding="utf-8")
+    texts = {name: read_template(name, prompt_dir) for name in FILES}
     t = PromptTemplates(
         system=texts["system.txt"].strip(), qa=texts["qa.txt"], passage=texts["passage.txt"]
     )

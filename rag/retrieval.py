@@ -1,9 +1,12 @@
-"""Dense retrieval over the index as a LangChain retriever."""
+"""Retrieval over the index as a LangChain retriever: dense, lexical (BM25) or hybrid."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -11,10 +14,17 @@ from pydantic import ConfigDict, Field
 
 from rag.answer import Citation
 from rag.embeddings import Embedder
+from rag.fusion import convex_fusion
 from rag.store import ChunkRecord, Store
 
+RetrievalMode = Literal["dense", "lexical", "hybrid"]
 
-def to_document(record: ChunkRecord, score: float) -> Document:
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def to_document(record: ChunkRecord, score: float, dense_score: float | None = None) -> Document:
     return Document(
         page_content=record.text,
         id=str(record.id),
@@ -27,6 +37,7 @@ def to_document(record: ChunkRecord, score: float) -> Document:
             "start": record.start,
             "end": record.end,
             "score": score,
+            "dense_score": dense_score,
         },
     )
 
@@ -43,26 +54,99 @@ def to_citation(doc: Document, n: int) -> Citation:
         end=md["end"],
         text=doc.page_content,
         score=float(md["score"]),
+        dense_score=_finite(md.get("dense_score")),
         chunk_id=int(md["chunk_id"]),
     )
 
 
-class DenseRetriever(BaseRetriever):
-    """Nearest chunks by cosine similarity of sentence-transformers embeddings (FAISS)."""
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some chunks; every given filter must match."""
+
+    source_glob: str | None = None  # on the path, or the file name when it holds no "/"
+    kinds: tuple[str, ...] | None = None  # "pdf", "text", "markdown"
+    pages: tuple[int, int] | None = None  # inclusive, 1-based
+
+    def is_empty(self) -> bool:
+        return not (self.source_glob or self.kinds or self.pages)
+
+
+class Retriever(BaseRetriever):
+    """Dense (FAISS), lexical (BM25, SQLite FTS5) or hybrid retrieval, with filters and MMR.
+
+    Scores in the returned documents' metadata: ``score`` is the mode's own (cosine for dense,
+    BM25 for lexical, the fused score for hybrid); ``dense_score`` is the cosine similarity to the
+    question whatever the mode, which is what abstention thresholds compare.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     store: Any = Field(exclude=True)
     embedder: Any = Field(exclude=True)
     k: int = 4
+    mode: RetrievalMode = "hybrid"
+    fetch_k: int = 50
+    hybrid_alpha: float = 0.5
+    mmr: bool = False
+    mmr_lambda: float = 0.5
+    filters: Filters | None = None
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
+        k = int(kwargs.get("k", self.k))
+        return [to_document(r, s, d) for r, s, d in self.search(query, k)]
+
+    def search(self, query: str, k: int) -> list[tuple[ChunkRecord, float, float]]:
+        """(chunk, score, dense cosine) for the ``k`` best chunks, best first."""
         store: Store = self.store
         embedder: Embedder = self.embedder
-        k = int(kwargs.get("k", self.k))
-        hits = store.search(embedder.embed_query(query), k)
-        records = store.chunks([i for i, _ in hits])
-        scores = dict(hits)
-        return [to_document(r, scores[r.id]) for r in records]
+        allowed = None
+        if self.filters is not None and not self.filters.is_empty():
+            f = self.filters
+            allowed = store.filter_ids(source_glob=f.source_glob, kinds=f.kinds, pages=f.pages)
+        fetch = max(self.fetch_k, k * (4 if self.mmr else 1))
+        qvec = embedder.embed_query(query) if self.mode != "lexical" or self.mmr else None
+        if self.mode == "dense":
+            assert qvec is not None
+            ranked = store.search_ids(qvec, fetch, allowed)
+        elif self.mode == "lexical":
+            ranked = store.lexical_search(query, fetch, allowed)
+        else:
+            assert qvec is not None
+            dense = store.search_ids(qvec, fetch, allowed)
+            lexical = store.lexical_search(query, fetch, allowed)
+            ranked = convex_fusion(dense, lexical, self.hybrid_alpha)
+        if not ranked:
+            return []
+        ids = [i for i, _ in ranked]
+        cosines = _cosines(store, qvec, ids) if qvec is not None else {}
+        if self.mmr and qvec is not None:
+            ids = _mmr(store, qvec, ids, k, self.mmr_lambda)
+        else:
+            ids = ids[:k]
+        scores = dict(ranked)
+        records = store.chunks(ids)
+        return [(r, scores[r.id], cosines.get(r.id, float("nan"))) for r in records]
+
+
+def _cosines(store: Store, qvec: np.ndarray | None, ids: list[int]) -> dict[int, float]:
+    if qvec is None or not ids:
+        return {}
+    vecs = store.vectors(ids)
+    return dict(zip(ids, (vecs @ qvec).tolist(), strict=True))
+
+
+def _mmr(store: Store, qvec: np.ndarray, ids: list[int], k: int, lam: float) -> list[int]:
+    """Maximal marginal relevance: relevant to the question, unlike passages already chosen."""
+    vecs = store.vectors(ids)
+    relevance = vecs @ qvec
+    chosen: list[int] = []
+    rest = list(range(len(ids)))
+    while rest and len(chosen) < k:
+        similarity = (vecs[rest] @ vecs[chosen].T).max(axis=1) if chosen else np.zeros(len(rest))
+        gain = lam * relevance[rest] - (1 - lam) * similarity
+        best = rest[int(np.argmax(gain))]
+        chosen.append(best)
+        rest.remove(best)
+    return [ids[i] for i in chosen]

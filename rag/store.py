@@ -237,6 +237,81 @@ class Store:
         scores, ids = self._vectors.search(q, min(k, self.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
+    def search_ids(
+        self, query: np.ndarray, k: int, allowed: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """Like :meth:`search`, restricted to the chunk ids in ``allowed`` (None: all)."""
+        if allowed is None:
+            return self.search(query, k)
+        if not allowed or self.ntotal == 0:
+            return []
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        params = faiss.SearchParameters(sel=selector)
+        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        scores, ids = self._vectors.search(q, min(k, len(allowed)), params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def lexical_search(
+        self, text: str, k: int, allowed: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best chunks by BM25 (SQLite FTS5, Porter stemming), best first.
+
+        Scores are FTS5's bm25() negated, so that higher is better.
+        """
+        from rag.lexical import fts_query
+
+        match = fts_query(text)
+        if match is None or (allowed is not None and not allowed):
+            return []
+        sql = "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
+        args: list[Any] = [match]
+        if allowed is not None:
+            sql += f" AND rowid IN ({','.join('?' * len(allowed))})"
+            args.extend(int(i) for i in allowed)
+        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
+        args.append(k)
+        return [(int(i), -float(s)) for i, s in self._db.execute(sql, args)]
+
+    def filter_ids(
+        self,
+        *,
+        source_glob: str | None = None,
+        kinds: Sequence[str] | None = None,
+        pages: tuple[int, int] | None = None,
+    ) -> list[int]:
+        """Ids of the chunks that match every given filter.
+
+        ``source_glob`` matches the whole source path, or its file name when the pattern holds no
+        slash (``*.pdf``, ``report-2023*``). ``pages`` is an inclusive 1-based range; chunks without
+        a page (text files) never match a page range.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if source_glob:
+            if "/" in source_glob:
+                where.append("d.source GLOB ?")
+                args.append(source_glob)
+            else:
+                where.append("(d.source GLOB ? OR d.source GLOB ?)")
+                args.extend([source_glob, "*/" + source_glob])
+        if kinds:
+            where.append(f"d.kind IN ({','.join('?' * len(kinds))})")
+            args.extend(kinds)
+        if pages:
+            where.append("c.page BETWEEN ? AND ?")
+            args.extend(pages)
+        sql = "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.doc_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [int(r[0]) for r in self._db.execute(sql, args)]
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors of chunks, in the order given."""
+        if not ids:
+            return np.zeros((0, self.manifest.dimension), dtype=np.float32)
+        return np.stack([self._vectors.reconstruct(int(i)) for i in ids]).astype(np.float32)
+
     def chunks(self, ids: Sequence[int]) -> list[ChunkRecord]:
         """Chunks by id, in the order given (unknown ids are left out)."""
         if not ids:

@@ -1,0 +1,124 @@
+"""Multi-turn conversation: follow-ups made standalone for retrieval, standing instructions kept.
+
+A follow-up such as "and how many layers does it have?" retrieves poorly on its own, so retrieval
+searches for a standalone version of it: rewritten by the model (prompts/condense.txt) when it is
+served, or joined with the previous question for the small embedded model, which rewrites
+unreliably. Instructions about how to answer ("answer in one sentence", "answer only in French")
+are kept apart from the history and placed in the system prompt of every later turn, so trimming
+old turns to fit the window never drops them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rag.answer import Answer
+
+if TYPE_CHECKING:
+    from rag.engine import RAG, AnswerStream
+
+# A message that tells how to answer from now on, rather than asking something.
+_INSTRUCTION_RE = re.compile(
+    r"^\s*(please\s+)?(from now on,?\s+|always\s+|for (all|every) (later |following )?"
+    r"(answers?|questions?),?\s+)?(answer|reply|respond|write|use|keep|be|give|speak|talk|"
+    r"limit|format|do not|don't|never)\b",
+    re.IGNORECASE,
+)
+
+
+def is_instruction(message: str) -> bool:
+    """Whether ``message`` is a standing instruction about answers rather than a question."""
+    text = message.strip()
+    if not text or text.endswith("?"):
+        return False
+    return bool(_INSTRUCTION_RE.match(text)) or "from now on" in text.lower()
+
+
+class Chat:
+    """A conversation with one index. ``send`` a message, get an :class:`Answer`."""
+
+    def __init__(
+        self, rag: RAG, instructions: Sequence[str] = (), overrides: dict[str, Any] | None = None
+    ) -> None:
+        self.rag = rag
+        self.instructions: list[str] = list(instructions)
+        self.history: list[tuple[str, str]] = []
+        self.overrides = dict(overrides or {})
+
+    def reset(self) -> None:
+        """Forget the turns and the standing instructions."""
+        self.history.clear()
+        self.instructions.clear()
+
+    def instruct(self, instruction: str) -> None:
+        """Add a standing instruction, in force for every later answer."""
+        self.instructions.append(instruction.strip())
+
+    def send(self, message: str, **overrides: Any) -> Answer:
+        """Answer ``message`` in the context of the conversation so far.
+
+        A message that is only an instruction ("answer in one sentence from now on") is recorded
+        and acknowledged without retrieval; the answer says so and cites nothing.
+        """
+        if is_instruction(message):
+            self.instruct(message)
+            return self._acknowledge(message)
+        answer = self.rag.ask(message, **self._kwargs(message, overrides))
+        self.history.append((message, answer.answer))
+        return answer
+
+    def stream(self, message: str, **overrides: Any) -> AnswerStream | Answer:
+        """Like :meth:`send`, streaming; an instruction is acknowledged at once (an Answer)."""
+        if is_instruction(message):
+            self.instruct(message)
+            return self._acknowledge(message)
+        stream = self.rag.stream(message, **self._kwargs(message, overrides))
+        original = stream._finish
+
+        def finish() -> Answer:
+            answer: Answer = original()
+            self.history.append((message, answer.answer))
+            return answer
+
+        stream._finish = finish
+        return stream
+
+    def standalone_question(self, message: str) -> str:
+        """What retrieval searches for: ``message`` made understandable without the history."""
+        if not self.history:
+            return message
+        if self.rag.settings.uses_server:
+            return self._condense_with_model(message)
+        previous = self.history[-1][0]
+        return f"{previous} {message}"
+
+    def _kwargs(self, message: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "history": list(self.history),
+            "instructions": list(self.instructions),
+            "query": self.standalone_question(message),
+            **self.overrides,
+            **overrides,
+        }
+
+    def _acknowledge(self, message: str) -> Answer:
+        return Answer(
+            question=message,
+            answer=f"Understood; I will follow this from now on: {message.strip()}",
+            model=self.rag.backend.model_name,
+        )
+
+    def _condense_with_model(self, message: str) -> str:
+        from langchain_core.messages import HumanMessage
+
+        from rag.prompts import read_template
+
+        template = read_template("condense.txt", self.rag.settings.prompt_dir)
+        turns = "\n".join(f"User: {q}\nAssistant: {a}" for q, a in self.history[-4:])
+        prompt = template.format(history=turns, question=message)
+        settings = self.rag.settings.model_copy(update={"temperature": 0.0, "max_tokens": 96})
+        reply = self.rag.backend.chat_model(settings).invoke([HumanMessage(prompt)])
+        text = str(reply.content).strip().splitlines()
+        return text[0].strip() if text and text[0].strip() else message
