@@ -26,7 +26,9 @@ from rag.errors import (
 
 if TYPE_CHECKING:
     from rag.answer import Answer, Citation, Usage
+    from rag.chat import Chat
     from rag.engine import RAG, AnswerStream
+    from rag.retrieval import Filters
 
 __version__ = "0.1.0"
 
@@ -34,8 +36,10 @@ __all__ = [
     "RAG",
     "Answer",
     "AnswerStream",
+    "Chat",
     "Citation",
     "ConfigError",
+    "Filters",
     "IndexCorrupt",
     "IndexLocked",
     "IndexMismatch",
@@ -53,6 +57,8 @@ __all__ = [
 _LAZY = {
     "RAG": "rag.engine",
     "AnswerStream": "rag.engine",
+    "Chat": "rag.chat",
+    "Filters": "rag.retrieval",
     "Answer": "rag.answer",
     "Citation": "rag.answer",
     "Usage": "rag.answer",

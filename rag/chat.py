@@ -18,6 +18,7 @@ from rag.answer import Answer
 
 if TYPE_CHECKING:
     from rag.engine import RAG, AnswerStream
+    from rag.packing import PackedPrompt
 
 # A message that tells how to answer from now on, rather than asking something.
 _INSTRUCTION_RE = re.compile(
@@ -84,6 +85,10 @@ class Chat:
 
         stream._finish = finish
         return stream
+
+    def prepare(self, message: str, **overrides: Any) -> PackedPrompt:
+        """The prompt the next :meth:`send` of ``message`` would use (nothing is sent)."""
+        return self.rag.prepare(message, **self._kwargs(message, overrides))
 
     def standalone_question(self, message: str) -> str:
         """What retrieval searches for: ``message`` made understandable without the history."""

@@ -15,6 +15,7 @@ from rag.store import Manifest, Store, check_compatible
 
 if TYPE_CHECKING:
     from rag.chat import Chat
+    from rag.packing import PackedPrompt
     from rag.retrieval import Filters
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,27 @@ class RAG:
             return answer
 
         return AnswerStream(pieces(), finish)
+
+    def prepare(
+        self,
+        question: str,
+        *,
+        history: Sequence[tuple[str, str]] = (),
+        filters: Filters | None = None,
+        instructions: Sequence[str] = (),
+        query: str | None = None,
+        **overrides: Any,
+    ) -> PackedPrompt:
+        """The prompt :meth:`ask` would send, with its passages and exact token count.
+
+        Nothing is sent to the model; use it to inspect or log prompts.
+        """
+        settings = self._settings_for(overrides)
+        prepared = self._chain(settings, filters).prepare.invoke(
+            _inputs(question, history, instructions, query)
+        )
+        packed: PackedPrompt = prepared["packed"]
+        return packed
 
     def chat(self, instructions: Sequence[str] = (), **overrides: Any) -> Chat:
         """A multi-turn conversation over this index (see :class:`rag.chat.Chat`)."""
