@@ -77,8 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     data = ev.add_mutually_exclusive_group(required=True)
     data.add_argument("--beir", type=Path, metavar="DIR", help="BEIR data set directory")
     data.add_argument("--squad", type=Path, metavar="FILE", help="SQuAD-format JSON file")
-    ev.add_argument("--mode", choices=("dense", "lexical", "hybrid", "all"), default="all")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N questions")
+    ev.add_argument(
+        "--mode",
+        dest="eval_mode",
+        choices=("dense", "lexical", "hybrid", "all"),
+        help="retrieval mode(s) to evaluate (default: all for --beir, hybrid for --squad)",
+    )
+    ev.add_argument("--limit", type=int, help="evaluate only N questions")
+    _llm_options(ev, retrieval=False)
+    ev.epilog = "--index names where the evaluation index is built (default: the cache)."
     ev.set_defaults(func=_cmd_eval)
 
     info = sub.add_parser("info", parents=[common], help="describe an index")
@@ -92,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _llm_options(p: argparse.ArgumentParser) -> None:
+def _llm_options(p: argparse.ArgumentParser, retrieval: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--llm-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--llm-model", help="model name on that server")
@@ -102,6 +109,8 @@ def _llm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("-k", "--top-k", type=int, help="passages to retrieve")
     g.add_argument("--context-window", type=int, help="override the model's context window")
+    if not retrieval:
+        return
     r = p.add_argument_group("retrieval")
     r.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
     r.add_argument("--mmr", action="store_true", default=None, help="diversify passages (MMR)")
@@ -127,7 +136,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "seed": getattr(args, "seed", None),
         "top_k": getattr(args, "top_k", None),
         "context_window": getattr(args, "context_window", None),
-        "retrieval_mode": getattr(args, "mode", None),
+        "retrieval_mode": getattr(args, "mode", None),  # absent on `eval`, which has its own
         "mmr": getattr(args, "mmr", None),
         **extra,
     }
@@ -257,13 +266,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from rag.evaluation import MODES, evaluate_beir
 
     settings = _settings(args)
-    modes = MODES if args.mode in (None, "all") else (args.mode,)
+    modes = MODES if args.eval_mode in (None, "all") else (args.eval_mode,)
     if args.beir:
-        results = evaluate_beir(args.beir, settings, modes, limit=args.limit)
+        results = evaluate_beir(args.beir, settings, modes, limit=args.limit, index_dir=args.index)
     else:
         from rag.evaluation_squad import evaluate_squad
 
-        results = evaluate_squad(args.squad, settings, modes, limit=args.limit)
+        modes = ("hybrid",) if args.eval_mode is None else modes
+        results = evaluate_squad(
+            args.squad, settings, modes, limit=args.limit, index_dir=args.index
+        )
     if args.json:
         _print_json(results)
         return 0

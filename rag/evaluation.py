@@ -79,11 +79,15 @@ def eval_index_dir(data: BeirData, settings: Settings) -> Path:
     return settings.cache_dir / "eval" / f"{name}-{h.hexdigest()[:12]}"
 
 
-def build_index(data: BeirData, settings: Settings, progress: Any = None) -> Path:
+def build_index(
+    data: BeirData, settings: Settings, progress: Any = None, index: Path | None = None
+) -> Path:
+    """Ingest the corpus into ``index`` (default: a cache directory keyed by corpus and settings),
+    unless it is already there."""
     from ingest import TextDocument, ingest_documents
     from rag.store import CURRENT
 
-    index = eval_index_dir(data, settings)
+    index = index or eval_index_dir(data, settings)
     if (index / CURRENT).exists():
         return index
     docs = (
@@ -122,6 +126,7 @@ def evaluate_beir(
     modes: tuple[str, ...] = MODES,
     limit: int | None = None,
     progress: Any = None,
+    index_dir: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics per retrieval mode: ndcg@10, recall@10, recall@100, mrr@10, plus timings."""
     from rag.embeddings import Embedder
@@ -130,7 +135,7 @@ def evaluate_beir(
 
     data = load_beir(root)
     started = time.perf_counter()
-    index = build_index(data, settings, progress)
+    index = build_index(data, settings, progress, index_dir)
     build_seconds = time.perf_counter() - started
     qids = sorted(data.queries, key=lambda q: (len(q), q))[:limit] if limit else list(data.queries)
     embedder = Embedder.from_settings(settings)

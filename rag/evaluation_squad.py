@@ -106,6 +106,7 @@ def evaluate_squad(
     settings: Settings,
     modes: tuple[str, ...] = ("hybrid",),
     limit: int | None = None,
+    index_dir: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     from ingest import TextDocument, ingest_documents
     from rag.engine import RAG
@@ -115,7 +116,9 @@ def evaluate_squad(
     h = hashlib.sha256(Path(path).read_bytes())
     for key in ("embedder", "tokenizer", "chunk_tokens", "chunk_overlap"):
         h.update(f"|{key}={getattr(settings, key)}".encode())
-    index = settings.cache_dir / "eval" / f"squad-{Path(path).stem}-{h.hexdigest()[:12]}"
+    index = (
+        index_dir or settings.cache_dir / "eval" / f"squad-{Path(path).stem}-{h.hexdigest()[:12]}"
+    )
     started = time.perf_counter()
     if not (index / CURRENT).exists():
         docs = [TextDocument(source=s, text=t) for s, t in contexts.items()]
