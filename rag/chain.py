@@ -37,6 +37,7 @@ def build_chain(
     chat_model: BaseChatModel,
     templates: PromptTemplates,
     max_tokens: int,
+    abstain_below: float | None = None,
 ) -> ChainParts:
     """Inputs: ``{"question": str, "history": [(question, answer), ...], "instructions": [...]}``.
 
@@ -71,17 +72,33 @@ def build_chain(
     ) | RunnableLambda(do_pack)
     parse: Runnable[dict[str, Any], Answer] = RunnableLambda(do_parse)
     generate = RunnablePassthrough.assign(
-        message=RunnableLambda(lambda x: _answer_or_abstain(x, chat_model, templates))
+        message=RunnableLambda(
+            lambda x: _answer_or_abstain(x, chat_model, templates, abstain_below)
+        )
     )
     return ChainParts(prepare=prepare, parse=parse, full=prepare | generate | parse)
 
 
-def _answer_or_abstain(
-    inputs: dict[str, Any], chat_model: BaseChatModel, templates: PromptTemplates
-) -> BaseMessage:
-    """No passage at all means nothing to ground an answer on: abstain without asking the model."""
-    packed: PackedPrompt = inputs["packed"]
+def weak_evidence(packed: PackedPrompt, abstain_below: float | None) -> bool:
+    """No passage, or none whose cosine similarity to the question reaches the threshold."""
     if not packed.passages:
+        return True
+    if abstain_below is None:
+        return False
+    cosines = [d.metadata.get("dense_score") for d in packed.passages]
+    known = [c for c in cosines if c is not None and c == c]  # NaN when not computed
+    return bool(known) and max(known) < abstain_below
+
+
+def _answer_or_abstain(
+    inputs: dict[str, Any],
+    chat_model: BaseChatModel,
+    templates: PromptTemplates,
+    abstain_below: float | None,
+) -> BaseMessage:
+    """Weak evidence means nothing to ground an answer on: abstain without asking the model."""
+    packed: PackedPrompt = inputs["packed"]
+    if weak_evidence(packed, abstain_below):
         return AIMessage(content=templates.abstain_phrase)
     return chat_model.invoke(packed.messages)
 

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     fetch_k: int = Field(
         50, ge=1, description="Candidates each retriever contributes before fusion and MMR."
     )
+    abstain_below: float | None = Field(
+        0.3,
+        ge=-1.0,
+        le=1.0,
+        description="Abstain without asking the model when no retrieved passage has a cosine "
+        "similarity to the question of at least this (None: never; see "
+        "benchmarks/calibrate_abstention.py for how the default was chosen).",
+    )
     mmr: bool = Field(False, description="Diversify passages with maximal marginal relevance.")
     mmr_lambda: float = Field(
         0.5, ge=0.0, le=1.0, description="MMR trade-off: 1 is pure relevance, 0 pure diversity."
@@ -85,6 +93,24 @@ class Settings(BaseSettings):
     llm_api_key: str = Field("EMPTY", description="API key sent to the LLM server.")
     llm_timeout: float = Field(120.0, gt=0, description="Seconds to wait for one LLM response.")
     llm_max_retries: int = Field(2, ge=0, description="Retries on connection errors and 5xx.")
+    llm_api: Literal["chat", "completions"] = Field(
+        "chat",
+        description="How prompts reach an LLM server: 'chat' (/v1/chat/completions; the server "
+        "applies the model's chat template) or 'completions' (the prompt is rendered here in the "
+        "Llama 2-chat format and sent to /v1/completions as it is).",
+    )
+    llm_backend: Literal["auto", "server", "embedded", "vllm"] = Field(
+        "auto",
+        description="Which model answers: 'server' (llm_url), 'embedded' (the in-process CPU "
+        "default), 'vllm' (in-process vllm.LLM on a GPU, model llm_model or the exported "
+        "default), or 'auto' (the server when llm_url is set, else the embedded model).",
+    )
+    vllm_python: Path | None = Field(
+        None,
+        description="Python interpreter with vLLM installed, used by 'rag llm serve'. None: this "
+        "interpreter if it can import vllm, else ./.venv-vllm/bin/python (made by 'make "
+        "vllm-env').",
+    )
     context_window: int | None = Field(
         None, ge=256, description="Context window in tokens (None: read from the model or server)."
     )

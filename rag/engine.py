@@ -34,6 +34,7 @@ CALL_OVERRIDES = frozenset(
         "fetch_k",
         "mmr",
         "mmr_lambda",
+        "abstain_below",
     }
 )
 
@@ -154,6 +155,8 @@ class RAG:
         """Like :meth:`ask`, but yields the answer text as it is generated."""
         from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
+        from rag.chain import weak_evidence
+
         settings = self._settings_for(overrides)
         parts = self._chain(settings, filters)
         state: dict[str, Any] = {}
@@ -161,8 +164,9 @@ class RAG:
         def pieces() -> Iterator[str]:
             prepared = parts.prepare.invoke(_inputs(question, history, instructions, query))
             state["prepared"] = prepared
-            if not prepared["packed"].passages:
+            if weak_evidence(prepared["packed"], settings.abstain_below):
                 state["message"] = AIMessage(content=self._templates().abstain_phrase)
+                yield state["message"].content
                 return
             total: BaseMessage | None = None
             model = self.backend.chat_model(settings)
@@ -177,6 +181,60 @@ class RAG:
             return answer
 
         return AnswerStream(pieces(), finish)
+
+    def ask_many(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = 8,
+        filters: Filters | None = None,
+        **overrides: Any,
+    ) -> list[Answer | Exception]:
+        """Answer independent questions with up to ``concurrency`` model requests in flight.
+
+        A vLLM server batches concurrent requests (continuous batching), so this is much faster
+        than asking one after the other. Results come back in the order of ``questions``; a
+        question that fails holds its exception (e.g. :class:`rag.LLMUnavailable`,
+        :class:`rag.PromptTooLong`) in its place and the others are still answered::
+
+            for q, r in zip(questions, rag.ask_many(questions, concurrency=16)):
+                print(q, r.answer if isinstance(r, Answer) else f"failed: {r}")
+        """
+        from rag import batch
+
+        batch.check_concurrency(concurrency)
+        settings = self._settings_for(overrides)
+        parts = self._chain(settings, filters)
+        prepared = batch.prepare_many(parts, [_inputs(q, (), (), None) for q in questions])
+        pending = batch.to_send(prepared)
+        model = self.backend.chat_model(settings)
+        messages = batch.generate(model, prepared, pending, concurrency)
+        abstain = self._templates().abstain_phrase
+        return batch.finish_many(parts, prepared, pending, messages, abstain)
+
+    async def aask_many(
+        self,
+        questions: Sequence[str],
+        *,
+        concurrency: int = 8,
+        filters: Filters | None = None,
+        **overrides: Any,
+    ) -> list[Answer | Exception]:
+        """The async form of :meth:`ask_many`: requests go out on the model's async client."""
+        import asyncio
+
+        from rag import batch
+
+        batch.check_concurrency(concurrency)
+        settings = self._settings_for(overrides)
+        parts = self._chain(settings, filters)
+        inputs = [_inputs(q, (), (), None) for q in questions]
+        prepared = await asyncio.to_thread(batch.prepare_many, parts, inputs)
+        pending = batch.to_send(prepared)
+        model = self.backend.chat_model(settings)
+        messages = await batch.agenerate(model, prepared, pending, concurrency)
+        abstain = self._templates().abstain_phrase
+        return batch.finish_many(parts, prepared, pending, messages, abstain)
 
     def prepare(
         self,
@@ -258,6 +316,7 @@ class RAG:
             chat_model=self.backend.chat_model(settings),
             templates=self._templates(),
             max_tokens=settings.max_tokens,
+            abstain_below=settings.abstain_below,
         )
 
 

@@ -89,6 +89,7 @@ def build_index(
 
     index = index or eval_index_dir(data, settings)
     if (index / CURRENT).exists():
+        _upgrade(index)
         return index
     docs = (
         TextDocument(
@@ -100,6 +101,16 @@ def build_index(
     )
     ingest_documents(docs, index, settings, progress=progress)
     return index
+
+
+def _upgrade(index: Path) -> None:
+    """Bring an index written by an older version up to date (a cheap, atomic rewrite)."""
+    from rag.store import SCHEMA_VERSION, current_snapshot, open_writer, read_manifest
+
+    manifest = read_manifest(current_snapshot(index))
+    if manifest.schema_version < SCHEMA_VERSION:
+        with open_writer(index, manifest) as writer:
+            writer.commit()
 
 
 def ndcg_at(ranked: list[str], rel: dict[str, int], k: int) -> float:

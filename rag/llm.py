@@ -66,8 +66,21 @@ def to_role_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
 
 
 def make_backend(settings: Settings) -> LLMBackend:
-    """The backend the settings select: a server when ``llm_url`` is set, else the embedded model."""
-    if settings.llm_url:
+    """The backend ``llm_backend`` selects; ``auto``: a server when ``llm_url`` is set, else the
+    embedded model. The in-process vLLM backend (and vllm itself) is imported only when chosen."""
+    choice = settings.llm_backend
+    if choice == "vllm":
+        from rag.vllm_inprocess import VLLMBackend
+
+        return VLLMBackend.shared(settings)
+    if choice == "server" and not settings.llm_url:
+        from rag.errors import ConfigError
+
+        raise ConfigError(
+            "llm_backend='server' needs llm_url (--llm-url http://HOST:PORT/v1); start a server "
+            "with: rag llm serve"
+        )
+    if choice in ("server", "auto") and settings.llm_url:
         from rag.openai_server import OpenAIServerBackend
 
         return OpenAIServerBackend(settings)

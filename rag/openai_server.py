@@ -1,68 +1,139 @@
 """An OpenAI-compatible server (vLLM in production) as the LLM backend, through langchain-openai.
 
-The server applies the model's chat template (/v1/chat/completions). The context window comes from
-/v1/models (vLLM reports ``max_model_len``) and prompt tokens are counted by the server's own
-/tokenize endpoint, so the budget is exact for whatever model is served.
+One templating path per request, chosen by ``llm_api``:
+
+- ``"chat"`` (default): the server applies the model's own chat template (/v1/chat/completions,
+  langchain-openai's ``ChatOpenAI``);
+- ``"completions"``: the prompt is rendered here in the Llama 2-chat format
+  (:mod:`rag.llama2_format`) and sent as plain text to /v1/completions (langchain-openai's
+  ``OpenAI``) with ``add_special_tokens: false``, so that nothing is added to it.
+
+The context window comes from /v1/models (vLLM reports ``max_model_len``) and prompt tokens are
+counted by the server's own /tokenize endpoint for exactly the text that will be sent, so the budget
+is exact for whatever model is served. Every request goes through the openai SDK (timeouts, retries
+with exponential backoff on connection errors, 408/429 and 5xx); a server that is down or dies
+mid-answer surfaces as :class:`~rag.errors.LLMUnavailable` naming the URL.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import httpx
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_openai import ChatOpenAI
+from pydantic import ConfigDict, Field
 
+from rag import llama2_format
 from rag.config import Settings
-from rag.errors import LLMUnavailable
+from rag.errors import ConfigError, LLMUnavailable, RagError
 from rag.llm import to_role_dicts
 
 log = logging.getLogger(__name__)
 
 
 def _down_message(url: str, exc: Exception) -> str:
+    detail = f"{type(exc).__name__}: {exc}"
+    if exc.__cause__ is not None and str(exc.__cause__) not in detail:
+        detail += f" {exc.__cause__}"
     return (
-        f"The LLM server at {url} is not answering ({type(exc).__name__}: {exc}). Start it "
+        f"The LLM server at {url} is not answering ({detail}). Start it "
         "(for example: rag llm serve) or check --llm-url; leave --llm-url unset to use the "
         "embedded model."
     )
 
 
+@contextmanager
+def server_errors(url: str) -> Iterator[None]:
+    """Turn the openai SDK's and the HTTP layer's failures into :class:`LLMUnavailable`.
+
+    The SDK retries before giving up; what arrives here is final. A server that dies while it
+    streams an answer breaks the connection, which the HTTP library reports in its own terms.
+    """
+    import openai
+
+    try:
+        yield
+    except RagError:
+        raise
+    except (openai.APIConnectionError, openai.InternalServerError) as exc:
+        raise LLMUnavailable(_down_message(url, exc)) from exc
+    except openai.APIStatusError as exc:
+        raise LLMUnavailable(
+            f"The LLM server at {url} refused the request (HTTP {exc.status_code}): "
+            f"{_error_detail(exc)}"
+        ) from exc
+    except openai.APIError as exc:
+        raise LLMUnavailable(f"The LLM server at {url} failed: {exc}") from exc
+    except Exception as exc:
+        if _is_transport_error(exc):
+            raise LLMUnavailable(_down_message(url, exc)) from exc
+        raise
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """A broken connection, from httpx or from the httpx fork that newer openai SDKs use."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in ("TransportError", "StreamError") and cls.__module__.startswith("httpx"):
+            return True
+    return isinstance(exc, ConnectionError)
+
+
+def _error_detail(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)
+    return str(getattr(exc, "message", exc))
+
+
+def api_base(url: str) -> str:
+    """``url`` as an OpenAI API base ending in /v1 (``http://host:port`` is accepted too)."""
+    base = url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
 class OpenAIServerBackend:
     def __init__(self, settings: Settings) -> None:
         assert settings.llm_url is not None
-        self.base_url = settings.llm_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+        self.base_url = api_base(settings.llm_url)
+        # vLLM serves /tokenize beside /v1, not under it.
+        self.root_url = self.base_url[: -len("/v1")]
         self.settings = settings
+        self.api = settings.llm_api
 
-    @cached_property
-    def _client(self) -> Any:
+    def _sdk_client(self, base_url: str) -> Any:
         from openai import OpenAI
 
         return OpenAI(
-            base_url=self.base_url,
+            base_url=base_url,
             api_key=self.settings.llm_api_key,
             timeout=self.settings.llm_timeout,
             max_retries=self.settings.llm_max_retries,
         )
 
     @cached_property
+    def _client(self) -> Any:
+        return self._sdk_client(self.base_url)
+
+    @cached_property
+    def _root_client(self) -> Any:
+        return self._sdk_client(self.root_url)
+
+    @cached_property
     def _served(self) -> dict[str, Any]:
         """The served model entry (from /v1/models) this backend talks to."""
-        import openai
-
-        try:
+        with server_errors(self.base_url):
             models = list(self._client.models.list())
-        except openai.APIConnectionError as exc:
-            raise LLMUnavailable(_down_message(self.base_url, exc)) from exc
-        except openai.APIError as exc:
-            raise LLMUnavailable(
-                f"The LLM server at {self.base_url} refused /models: {exc}"
-            ) from exc
         if not models:
             raise LLMUnavailable(f"The LLM server at {self.base_url} serves no model.")
         wanted = self.settings.llm_model
@@ -80,13 +151,20 @@ class OpenAIServerBackend:
         return str(self._served["id"])
 
     @property
-    def context_window(self) -> int:
+    def served_context_window(self) -> int | None:
+        """The context length the server reports for the model (vLLM: ``max_model_len``)."""
         served = self._served.get("max_model_len")
+        return int(served) if served else None
+
+    @property
+    def context_window(self) -> int:
+        served = self.served_context_window
         if self.settings.context_window:
-            if served and self.settings.context_window > int(served):
-                raise LLMUnavailable(
-                    f"context_window={self.settings.context_window} exceeds the server's "
-                    f"max_model_len {served} for {self.model_name}; lower it or unset it."
+            if served and self.settings.context_window > served:
+                raise ConfigError(
+                    f"context_window={self.settings.context_window} exceeds the context length "
+                    f"{served} that {self.base_url} serves {self.model_name} with "
+                    "(max_model_len); lower it or unset it to use the server's."
                 )
             return self.settings.context_window
         if served:
@@ -95,41 +173,246 @@ class OpenAIServerBackend:
         log.warning("%s does not report max_model_len; assuming 4096 tokens", self.base_url)
         return 4096
 
-    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
-        root = self.base_url[: -len("/v1")]
-        payload = {
-            "model": self.model_name,
-            "messages": to_role_dicts(messages),
-            "add_generation_prompt": True,
-        }
+    def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to the server's /tokenize (vLLM), through the SDK's retries."""
+        import openai
+
         try:
-            r = httpx.post(f"{root}/tokenize", json=payload, timeout=self.settings.llm_timeout)
-        except httpx.HTTPError as exc:
-            raise LLMUnavailable(_down_message(self.base_url, exc)) from exc
-        if r.status_code == 200 and "count" in r.json():
-            return int(r.json()["count"])
-        raise LLMUnavailable(
-            f"The server at {root} has no usable /tokenize endpoint (HTTP {r.status_code}), so "
-            "prompt tokens cannot be counted exactly. Serve the model with vLLM."
-        )
+            with server_errors(self.base_url):
+                result: dict[str, Any] = self._root_client.post(
+                    "/tokenize", cast_to=dict, body={"model": self.model_name, **body}
+                )
+        except LLMUnavailable as exc:
+            if isinstance(exc.__cause__, openai.APIStatusError) and exc.__cause__.status_code in (
+                404,
+                405,
+            ):
+                raise LLMUnavailable(
+                    f"The server at {self.root_url} has no /tokenize endpoint, so prompt tokens "
+                    "cannot be counted exactly. Serve the model with vLLM."
+                ) from exc
+            raise
+        if "count" not in result:
+            raise LLMUnavailable(f"{self.root_url}/tokenize answered without a token count.")
+        return result
+
+    def prompt_text(self, messages: Sequence[BaseMessage]) -> str:
+        """The completions API path's prompt: the Llama 2-chat rendering of ``messages``."""
+        return llama2_format.render(messages)
+
+    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """Prompt tokens of ``messages`` exactly as the request will present them to the model."""
+        if self.api == "completions":
+            body = {"prompt": self.prompt_text(messages), "add_special_tokens": False}
+        else:
+            body = {"messages": to_role_dicts(messages), "add_generation_prompt": True}
+        return int(self.tokenize(body)["count"])
+
+    def count_text(self, text: str) -> int:
+        """Tokens of plain ``text`` (no special tokens added)."""
+        return int(self.tokenize({"prompt": text, "add_special_tokens": False})["count"])
 
     def chat_model(self, settings: Settings) -> BaseChatModel:
-        from langchain_openai import ChatOpenAI
-
-        extra: dict[str, Any] = {}
-        if settings.seed is not None:
-            extra["seed"] = settings.seed
+        extra_body: dict[str, Any] = {}
         if settings.repetition_penalty is not None:
-            extra["extra_body"] = {"repetition_penalty": settings.repetition_penalty}
-        return ChatOpenAI(
+            extra_body["repetition_penalty"] = settings.repetition_penalty
+        if self.api == "completions":
+            return self._completions_model(settings, extra_body)
+        return ServerChatModel(
             base_url=self.base_url,
             api_key=settings.llm_api_key,
             model=self.model_name,
             temperature=settings.temperature,
             top_p=settings.top_p,
             max_tokens=settings.max_tokens,
+            seed=settings.seed,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             stream_usage=True,
-            model_kwargs=extra,
+            extra_body=extra_body or None,
         )
+
+    def _completions_model(self, settings: Settings, extra_body: dict[str, Any]) -> BaseChatModel:
+        from langchain_openai import OpenAI
+
+        # The prompt carries its own <s>/</s>; the server must add no BOS of its own.
+        extra_body["add_special_tokens"] = False
+        llm = OpenAI(
+            base_url=self.base_url,
+            api_key=settings.llm_api_key,
+            model=self.model_name,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            extra_body=extra_body,
+        )
+        return Llama2CompletionsModel(llm=llm, backend=self)
+
+
+class ServerChatModel(ChatOpenAI):
+    """langchain-openai's ChatOpenAI whose failures are :class:`LLMUnavailable` naming the URL."""
+
+    @property
+    def _url(self) -> str:
+        return str(self.openai_api_base)
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with server_errors(self._url):
+            return super()._generate(*args, **kwargs)
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        with server_errors(self._url):
+            yield from super()._stream(*args, **kwargs)
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with server_errors(self._url):
+            return await super()._agenerate(*args, **kwargs)
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        with server_errors(self._url):
+            async for chunk in super()._astream(*args, **kwargs):
+                yield chunk
+
+
+class Llama2CompletionsModel(BaseChatModel):
+    """Chat messages rendered in the Llama 2-chat format and sent to /v1/completions.
+
+    A chat model to the chain, a plain completions LLM (langchain-openai's ``OpenAI``) to the
+    server: the server sees only text and applies no chat template, so the prompt is templated
+    exactly once.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: Any = Field(exclude=True)
+    backend: Any = Field(exclude=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rag-llama2-completions"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.backend.model_name, "api": "completions"}
+
+    def _message(self, text: str, usage: dict[str, Any]) -> AIMessage:
+        prompt, completion = (
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
+        return AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": prompt,
+                "output_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+            response_metadata={"model_name": self.backend.model_name},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt = self.backend.prompt_text(messages)
+        with server_errors(self.backend.base_url):
+            result = self.llm.generate([prompt], stop=stop, **kwargs)
+        usage = (result.llm_output or {}).get("token_usage", {})
+        message = self._message(result.generations[0][0].text, usage)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt = self.backend.prompt_text(messages)
+        with server_errors(self.backend.base_url):
+            result = await self.llm.agenerate([prompt], stop=stop, **kwargs)
+        usage = (result.llm_output or {}).get("token_usage", {})
+        message = self._message(result.generations[0][0].text, usage)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        prompt = self.backend.prompt_text(messages)
+        text: list[str] = []
+        with server_errors(self.backend.base_url):
+            for piece in self.llm.stream(prompt, stop=stop, **kwargs):
+                text.append(piece)
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        # The completions stream carries no usage; count both sides with the server's tokenizer.
+        usage = {
+            "prompt_tokens": self.backend.count_tokens(messages),
+            "completion_tokens": self.backend.count_text("".join(text)) if text else 0,
+        }
+        final = self._message("", usage)
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=final.usage_metadata,
+                response_metadata=final.response_metadata,
+            )
+        )
+
+
+@dataclass
+class ServedModel:
+    """One model as ``rag llm check`` reports it."""
+
+    id: str
+    max_model_len: int | None
+    root: str | None = None
+
+
+@dataclass
+class ServerReport:
+    """What an OpenAI-compatible server says about itself."""
+
+    url: str
+    models: list[ServedModel] = field(default_factory=list)
+    tokenizer_ok: bool = False
+    tokenizer_detail: str = ""
+
+
+def check_server(settings: Settings) -> ServerReport:
+    """Ask the server at ``settings.llm_url`` for its models, their context length and whether
+    /tokenize answers. Raises :class:`LLMUnavailable` when the server does not answer."""
+    backend = OpenAIServerBackend(settings)
+    with server_errors(backend.base_url):
+        listed = list(backend._client.models.list())
+    report = ServerReport(url=backend.base_url)
+    for m in listed:
+        data = m.model_dump()
+        length = data.get("max_model_len")
+        report.models.append(
+            ServedModel(
+                id=m.id, max_model_len=int(length) if length else None, root=data.get("root")
+            )
+        )
+    if not report.models:
+        report.tokenizer_detail = "no model is served"
+        return report
+    try:
+        probe = backend.tokenize({"prompt": "Hello, world!", "add_special_tokens": False})
+        report.tokenizer_ok = True
+        report.tokenizer_detail = f"/tokenize counted {probe['count']} tokens in 'Hello, world!'"
+    except LLMUnavailable as exc:
+        report.tokenizer_detail = str(exc)
+    return report

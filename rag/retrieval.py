@@ -106,7 +106,8 @@ class Retriever(BaseRetriever):
             f = self.filters
             allowed = store.filter_ids(source_glob=f.source_glob, kinds=f.kinds, pages=f.pages)
         fetch = max(self.fetch_k, k * (4 if self.mmr else 1))
-        qvec = embedder.embed_query(query) if self.mode != "lexical" or self.mmr else None
+        # The question vector is needed in every mode: the dense cosine drives abstention.
+        qvec = embedder.embed_query(query)
         if self.mode == "dense":
             assert qvec is not None
             ranked = store.search_ids(qvec, fetch, allowed)
