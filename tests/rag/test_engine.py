@@ -78,3 +78,21 @@ def test_other_embedder_is_refused_with_the_fix(
     other = settings.model_copy(update={"embedder": "BAAI/bge-small-en-v1.5"})
     with pytest.raises(IndexMismatch, match="--embedder sentence-transformers/all-MiniLM-L6-v2"):
         RAG.open(built_index[0], other)
+
+
+def test_abstains_when_no_document_holds_the_answer(rag: RAG) -> None:
+    answer = rag.ask("What is the capital of Peru?", max_tokens=32)
+    assert answer.abstained
+    assert answer.citations == []
+    assert answer.passages, "the nearest passages are still listed"
+    assert answer.usage.completion_tokens == 0  # weak evidence: the model was not asked
+    assert "don't know" in answer.answer
+    assert all((p.dense_score or 0) < 0.35 for p in answer.passages)
+
+
+def test_prepare_shows_the_exact_prompt(rag: RAG) -> None:
+    packed = rag.prepare(QUESTION, top_k=2)
+    assert len(packed.passages) == 2
+    assert QUESTION in str(packed.messages[-1].content)
+    assert "Passage [1]" in str(packed.messages[-1].content)
+    assert packed.prompt_tokens == rag.backend.count_tokens(packed.messages)
