@@ -228,7 +228,8 @@ def _load_pdf(path: Path, data: bytes) -> LoadedFile:
             log.warning("%s: page %d could not be read: %s", path, i + 1, exc)
             failures += 1
             text = ""
-        text = _normalise(text)
+        # Glyphs without a Unicode mapping (small caps, ligatures) come out as NUL characters.
+        text = _normalise(text).replace("\x00", "")
         if not text.strip():
             without_text += 1
             continue
