@@ -104,13 +104,17 @@ def discover(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
             yield resolved, None
 
 
-def load(path: Path, data: bytes) -> LoadedFile:
-    """Parse ``data`` (the bytes of ``path``) by the file's type."""
+def load(path: Path, data: bytes, time_limit: float | None = None) -> LoadedFile:
+    """Parse ``data`` (the bytes of ``path``) by the file's type.
+
+    A PDF whose pages take longer than ``time_limit`` seconds in all raises :class:`LoadError`;
+    the time is checked between pages.
+    """
     kind = kind_of(path)
     if not data:
         raise LoadError("empty file")
     if kind == "pdf":
-        return _load_pdf(path, data)
+        return _load_pdf(path, data, time_limit)
     if kind in ("text", "markdown"):
         return _load_text(path, data, kind)
     raise LoadError(f"unsupported file type {path.suffix or '(none)'}")
@@ -183,8 +187,15 @@ def _markdown_headings(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _load_pdf(path: Path, data: bytes) -> LoadedFile:
+def timeout_reason(time_limit: float) -> str:
+    return f"took longer than the {time_limit:g} s limit (setting file_timeout)"
+
+
+def _load_pdf(path: Path, data: bytes, time_limit: float | None = None) -> LoadedFile:
     import io
+    import time
+
+    started = time.monotonic()
 
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError, PdfStreamError
@@ -220,6 +231,9 @@ def _load_pdf(path: Path, data: bytes) -> LoadedFile:
     without_text = 0
     failures = 0
     for i in range(n_pages):
+        # Between pages: a page that hangs inside pypdf is not interrupted.
+        if i and time_limit is not None and time.monotonic() - started > time_limit:
+            raise LoadError(f"{timeout_reason(time_limit)}; stopped at page {i + 1} of {n_pages}")
         try:
             page = reader.pages[i]
             # A page without fonts cannot carry a text layer; skip its (slow) content parsing.

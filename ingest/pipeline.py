@@ -21,11 +21,18 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ingest.chunking import Chunk, Chunker, ChunkLimits
-from ingest.loaders import LoadedFile, LoadError, discover, load, load_text_document
+from ingest.loaders import (
+    LoadedFile,
+    LoadError,
+    discover,
+    load,
+    load_text_document,
+    timeout_reason,
+)
 from rag.config import Settings
 from rag.embeddings import Embedder
-from rag.errors import NothingIngested
-from rag.store import DocumentRecord, Manifest, NewChunk, StoreWriter, open_writer
+from rag.errors import IndexNotFound, NothingIngested
+from rag.store import DocumentRecord, Manifest, NewChunk, Store, StoreWriter, open_writer
 from rag.tokens import Tokenizer, load_tokenizer, tokenizer_name
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,24 @@ class SkippedFile(BaseModel):
     reason: str
 
 
+class Rename(BaseModel):
+    source: str = Field(description="The old path, which no longer exists.")
+    target: str
+
+
+class IngestPlan(BaseModel):
+    """The changes a run would make, file by file; what ``--dry-run`` reports.
+
+    Files are not parsed in a dry run, so a file listed as added may still turn out unreadable.
+    """
+
+    added: list[str] = Field(default_factory=list)
+    updated: list[str] = Field(default_factory=list)
+    renamed: list[Rename] = Field(default_factory=list)
+    deleted: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+
+
 class IngestReport(BaseModel):
     """What one ingest run did; the CLI prints it as JSON with ``--json``."""
 
@@ -49,7 +74,10 @@ class IngestReport(BaseModel):
     added: int = Field(0, description="New files.")
     updated: int = Field(0, description="Files whose content changed; their old chunks replaced.")
     unchanged: int = Field(0, description="Files already in the index with the same content.")
-    deleted: int = 0
+    deleted: int = Field(0, description="Documents removed because their file is gone (sync).")
+    renamed: int = Field(
+        0, description="Moved files recognised by content; their chunks kept, not re-embedded."
+    )
     pages: int = Field(0, description="Pages (PDF) or files (text) with text, in ingested files.")
     pages_without_text: int = Field(0, description="PDF pages with no text layer (need OCR).")
     chars: int = 0
@@ -58,6 +86,8 @@ class IngestReport(BaseModel):
     chunks_total: int = 0
     documents_total: int = 0
     seconds: float = 0.0
+    dry_run: bool = False
+    plan: IngestPlan | None = Field(None, description="What would change (dry runs only).")
 
 
 @dataclass
@@ -67,7 +97,7 @@ class FileProgress:
     done: int
     total: int
     path: str
-    status: str  # "added", "updated", "unchanged" or "skipped"
+    status: str  # "added", "updated", "renamed", "unchanged" or "skipped"
     pages: int
     chunks: int
 
@@ -93,6 +123,7 @@ class _Work:
     chunks: list[Chunk]
     status: str
     reason: str | None = None
+    old: DocumentRecord | None = None  # the vanished document a renamed file was
 
 
 class _Done:
@@ -107,13 +138,21 @@ def ingest(
     embedder: Embedder | None = None,
     tokenizer: Tokenizer | None = None,
     progress: ProgressCallback | None = None,
+    sync: bool = False,
+    dry_run: bool = False,
 ) -> IngestReport:
     """Ingest files and folders into ``index_dir``, creating it if needed.
 
     Files already in the index with the same content are left alone; changed files have their
     chunks replaced. Unreadable files are reported in ``files_skipped`` and the rest goes on.
     Raises :class:`~rag.errors.NothingIngested` when files were given but none could be read.
+
+    With ``sync``, documents whose source is one of ``paths`` or lies under one of them but no
+    longer exists are deleted, and a new file with the content of such a document is taken to be
+    that document moved: its source is updated and nothing is re-embedded. With ``dry_run``
+    nothing is changed and no model is loaded; the report's ``plan`` lists what would change.
     """
+    paths = list(paths)
     candidates: list[Path | TextDocument] = []
     skipped: list[SkippedFile] = []
     for path, reason in discover(paths):
@@ -121,7 +160,10 @@ def ingest(
             candidates.append(path)
         else:
             skipped.append(SkippedFile(path=str(path), reason=reason))
-    return _ingest(candidates, skipped, index_dir, settings, embedder, tokenizer, progress)
+    scope = [Path(p).expanduser().resolve() for p in paths] if sync else None
+    if dry_run:
+        return _plan(candidates, skipped, Path(index_dir), settings or Settings.load(), scope)
+    return _ingest(candidates, skipped, index_dir, settings, embedder, tokenizer, progress, scope)
 
 
 def ingest_documents(
@@ -149,6 +191,7 @@ def _ingest(
     embedder: Embedder | None,
     tokenizer: Tokenizer | None,
     progress: ProgressCallback | None,
+    scope: list[Path] | None = None,
 ) -> IngestReport:
     settings = settings or Settings.load()
     started = time.perf_counter()
@@ -180,10 +223,22 @@ def _ingest(
             rec = writer.find_source(_source_of(candidate))
             if rec is not None:
                 known[rec.source] = rec
+        vanished = _vanished(writer.documents(), scope) if scope is not None else []
+        renamed_ids: set[int] = set()
         work_q: queue.Queue[_Work | _Done | BaseException] = queue.Queue(maxsize=8)
         stop = threading.Event()
         producer = threading.Thread(
-            target=_produce, args=(candidates, known, chunker, work_q, stop), daemon=True
+            target=_produce,
+            args=(
+                candidates,
+                known,
+                _by_sha(vanished),
+                chunker,
+                _Limits.of(settings),
+                work_q,
+                stop,
+            ),
+            daemon=True,
         )
         producer.start()
         cache: dict[str, np.ndarray] = {}
@@ -225,6 +280,12 @@ def _ingest(
                 elif item.status == "unchanged":
                     report.unchanged += 1
                     notify(item, 0)
+                elif item.status == "renamed":
+                    assert item.old is not None
+                    writer.rename_document(item.old.id, item.source)
+                    renamed_ids.add(item.old.id)
+                    report.renamed += 1
+                    notify(item, 0)
                 else:
                     pending.append(item)
                     waiting = sum(len(w.chunks) for w in pending)
@@ -233,6 +294,10 @@ def _ingest(
                     if waiting >= _FLUSH_CHUNKS or (work_q.empty() and waiting >= _MIN_FLUSH):
                         flush()
             flush()
+            for doc in vanished:
+                if doc.id not in renamed_ids:
+                    report.chunks_removed += writer.delete_document(doc.id)
+                    report.deleted += 1
         finally:
             # On any failure, release the loader thread: it may be blocked on the full queue.
             stop.set()
@@ -240,10 +305,10 @@ def _ingest(
                 with contextlib.suppress(queue.Empty):
                     work_q.get(timeout=0.05)
         producer.join()
-        if report.files_ingested == 0 and report.unchanged == 0:
+        if not (report.files_ingested or report.unchanged or report.renamed or report.deleted):
             raise NothingIngested(_nothing_message(report))
         report.documents_total, report.chunks_total = writer.counts()
-        if report.files_ingested or report.chunks_removed:
+        if report.files_ingested or report.chunks_removed or report.renamed or report.deleted:
             writer.commit()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -261,10 +326,105 @@ def _nothing_message(report: IngestReport) -> str:
     return f"Nothing could be ingested. Skipped: {lines}{tail}"
 
 
+@dataclass(frozen=True)
+class _Limits:
+    max_bytes: int
+    timeout: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> _Limits:
+        return cls(int(settings.max_file_mb * _MB), settings.file_timeout)
+
+
+_MB = 1024 * 1024
+
+
+def _vanished(docs: Sequence[DocumentRecord], scope: Sequence[Path]) -> list[DocumentRecord]:
+    """Documents under ``scope`` (folders, or files named) whose file no longer exists."""
+    out = []
+    for d in docs:
+        path = Path(d.source)
+        in_scope = any(path == s or s in path.parents for s in scope)
+        if in_scope and path.is_absolute() and not path.exists():
+            out.append(d)
+    return out
+
+
+def _by_sha(docs: Sequence[DocumentRecord]) -> dict[str, list[DocumentRecord]]:
+    out: dict[str, list[DocumentRecord]] = {}
+    for d in docs:
+        out.setdefault(d.sha256, []).append(d)
+    return out
+
+
+def _plan(
+    candidates: Sequence[Path | TextDocument],
+    skipped: list[SkippedFile],
+    index_dir: Path,
+    settings: Settings,
+    scope: list[Path] | None,
+) -> IngestReport:
+    """A dry run: hash the files and compare them with the index, without loading any model."""
+    started = time.perf_counter()
+    report = IngestReport(index=str(index_dir), files_skipped=skipped, dry_run=True)
+    plan = report.plan = IngestPlan()
+    try:
+        with Store.open(index_dir) as store:
+            docs = store.documents()
+            report.documents_total, report.chunks_total = store.counts()
+    except IndexNotFound:
+        docs = []
+    by_source = {d.source: d for d in docs}
+    vanished = _vanished(docs, scope) if scope is not None else []
+    renames = _by_sha(vanished)
+    limits = _Limits.of(settings)
+    claimed: set[int] = set()
+    for candidate in candidates:
+        source = _source_of(candidate)
+        data, reason = _read(candidate, limits)
+        if data is None:
+            report.files_skipped.append(SkippedFile(path=source, reason=reason or ""))
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        rec = by_source.get(source)
+        if rec is not None:
+            (plan.unchanged if rec.sha256 == sha else plan.updated).append(source)
+        elif renames.get(sha):
+            old = renames[sha].pop(0)
+            claimed.add(old.id)
+            plan.renamed.append(Rename(source=old.source, target=source))
+        else:
+            plan.added.append(source)
+    plan.deleted = [d.source for d in vanished if d.id not in claimed]
+    report.added, report.updated = len(plan.added), len(plan.updated)
+    report.unchanged, report.renamed = len(plan.unchanged), len(plan.renamed)
+    report.deleted = len(plan.deleted)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _read(candidate: Path | TextDocument, limits: _Limits) -> tuple[bytes | None, str | None]:
+    """The bytes of a candidate, or None and why it is skipped."""
+    if isinstance(candidate, TextDocument):
+        return candidate.text.encode("utf-8"), None
+    try:
+        size = candidate.stat().st_size
+        if size > limits.max_bytes:
+            return None, (
+                f"too large ({size / _MB:.1f} MB; the limit is {limits.max_bytes / _MB:g} MB, "
+                "setting max_file_mb)"
+            )
+        return candidate.read_bytes(), None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+
+
 def _produce(
     candidates: Sequence[Path | TextDocument],
     known: dict[str, DocumentRecord],
+    renames: dict[str, list[DocumentRecord]],
     chunker: Chunker,
+    limits: _Limits,
     out: queue.Queue[_Work | _Done | BaseException],
     stop: threading.Event,
 ) -> None:
@@ -272,7 +432,7 @@ def _produce(
         for candidate in candidates:
             if stop.is_set():
                 return
-            out.put(_prepare(candidate, known, chunker))
+            out.put(_prepare(candidate, known, renames, chunker, limits))
         out.put(_Done())
     except BaseException as exc:  # hand the failure to the consumer instead of dying silently
         out.put(exc)
@@ -283,29 +443,38 @@ def _source_of(candidate: Path | TextDocument) -> str:
 
 
 def _prepare(
-    candidate: Path | TextDocument, known: dict[str, DocumentRecord], chunker: Chunker
+    candidate: Path | TextDocument,
+    known: dict[str, DocumentRecord],
+    renames: dict[str, list[DocumentRecord]],
+    chunker: Chunker,
+    limits: _Limits,
 ) -> _Work:
+    """Hash, load and chunk one candidate (runs in the loader thread)."""
     source = _source_of(candidate)
-    if isinstance(candidate, TextDocument):
-        data = candidate.text.encode("utf-8")
-    else:
-        try:
-            data = candidate.read_bytes()
-        except OSError as exc:
-            reason = f"cannot be read ({exc.strerror or exc})"
-            return _Work(source, "", 0, None, [], "skipped", reason)
+    data, reason = _read(candidate, limits)
+    if data is None:
+        return _Work(source, "", 0, None, [], "skipped", reason)
     sha = hashlib.sha256(data).hexdigest()
     rec = known.get(source)
     if rec is not None and rec.sha256 == sha:
         return _Work(source, sha, len(data), None, [], "unchanged")
+    if rec is None and renames.get(sha):
+        return _Work(source, sha, len(data), None, [], "renamed", old=renames[sha].pop(0))
+    started = time.monotonic()
     try:
         if isinstance(candidate, TextDocument):
             loaded = load_text_document(candidate.source, candidate.text, candidate.title)
         else:
-            loaded = load(candidate, data)
+            loaded = load(candidate, data, time_limit=limits.timeout)
     except LoadError as exc:
         return _Work(source, sha, len(data), None, [], "skipped", str(exc))
-    chunks = [c for page in loaded.pages for c in chunker.split(page)]
+    chunks: list[Chunk] = []
+    for n, page in enumerate(loaded.pages):
+        # Checked between pages: the limit bounds the run, it cannot stop a page mid-parse.
+        if n and time.monotonic() - started > limits.timeout:
+            reason = f"{timeout_reason(limits.timeout)} while chunking page {page.number or 1}"
+            return _Work(source, sha, len(data), None, [], "skipped", reason)
+        chunks.extend(chunker.split(page))
     if not chunks:
         return _Work(source, sha, len(data), None, [], "skipped", "no text to index")
     return _Work(source, sha, len(data), loaded, chunks, "added")

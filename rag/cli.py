@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--chunk-tokens", type=int, help="maximum tokens per chunk")
     ing.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks")
     ing.add_argument("--batch-size", type=int, help="chunks per embedding batch")
+    ing.add_argument(
+        "--sync",
+        action="store_true",
+        help="also delete documents whose file under PATH is gone; moved files keep their chunks",
+    )
+    ing.add_argument(
+        "--dry-run", action="store_true", help="list what would change, change nothing"
+    )
     ing.set_defaults(func=_cmd_ingest)
 
     ask = sub.add_parser("ask", parents=[common], help="answer a question, citing sources")
@@ -93,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     # Command groups that live in modules of their own register here.
-    from rag import cli_llm
+    from rag import cli_index, cli_llm
 
     cli_llm.register(sub, common)
+    cli_index.register(sub, common)
     return p
 
 
@@ -168,18 +177,32 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        report = ingest(args.paths, settings.index_dir, settings, progress=progress)
+        report = ingest(
+            args.paths,
+            settings.index_dir,
+            settings,
+            progress=progress,
+            sync=args.sync,
+            dry_run=args.dry_run,
+        )
     finally:
         if bar is not None:
             bar.close()
     if args.json:
         _print_json(report.model_dump())
         return 0
+    if report.plan is not None:
+        from rag.cli_index import print_plan
+
+        print_plan(report)
+        return 0
     print(
         f"Ingested {report.files_ingested} file(s) ({report.added} new, {report.updated} "
         f"changed), {report.unchanged} unchanged, {len(report.files_skipped)} skipped: "
         f"{report.pages} pages, {report.chunks_added} chunks added in {report.seconds:.1f}s."
     )
+    if report.renamed or report.deleted:
+        print(f"{report.renamed} moved file(s) kept their chunks; {report.deleted} deleted.")
     if report.pages_without_text:
         print(f"{report.pages_without_text} PDF page(s) had no text layer and need OCR.")
     for s in report.files_skipped:

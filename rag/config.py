@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(
         24, ge=0, description="Tokens shared by consecutive chunks of the same page."
     )
+    max_file_mb: float = Field(
+        200.0,
+        gt=0,
+        description="Files larger than this (MiB) are skipped by ingest, with a reason.",
+    )
+    file_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds one file may take to load and chunk; a slower file is skipped with a "
+        "reason (checked between PDF pages).",
+    )
 
     # --- retrieval ---
     top_k: int = Field(4, ge=1, le=100, description="Passages retrieved per question.")

@@ -347,16 +347,129 @@ class Store:
         return [by_id[i] for i in ids if i in by_id]
 
     def documents(self) -> list[DocumentRecord]:
-        rows = self._db.execute(
-            "SELECT d.id, d.source, d.sha256, d.kind, d.pages, COUNT(c.id) FROM documents d "
-            "LEFT JOIN chunks c ON c.doc_id = d.id GROUP BY d.id ORDER BY d.source"
-        ).fetchall()
-        return [DocumentRecord(*r) for r in rows]
+        return _documents(self._db)
 
     def counts(self) -> tuple[int, int]:
         docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
         chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return int(docs), int(chunks)
+
+
+def _documents(
+    db: sqlite3.Connection, where: str | None = None, args: Sequence[Any] = ()
+) -> list[DocumentRecord]:
+    sql = (
+        "SELECT d.id, d.source, d.sha256, d.kind, d.pages, COUNT(c.id) FROM documents d "
+        "LEFT JOIN chunks c ON c.doc_id = d.id"
+    )
+    if where:
+        sql += f" WHERE {where}"
+    rows = db.execute(sql + " GROUP BY d.id ORDER BY d.source", list(args)).fetchall()
+    return [DocumentRecord(*r) for r in rows]
+
+
+def verify(index_dir: str | Path) -> list[str]:
+    """Problems found in the committed snapshot of ``index_dir``; an empty list when it is sound.
+
+    Checks that CURRENT names a snapshot, that every chunk has exactly one vector (FAISS ids vs
+    SQLite ids), that the manifest's counts and dimension match, and that SQLite and its
+    full-text index are intact. Raises :class:`IndexNotFound` when there is no index at all.
+    """
+    index_dir = Path(index_dir)
+    try:
+        snap = current_snapshot(index_dir)
+        manifest = read_manifest(snap)
+    except IndexCorrupt as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    try:
+        vectors = _faiss().read_index(str(snap / VECTORS))
+    except (RuntimeError, OSError) as exc:
+        return [f"Cannot read {snap / VECTORS}: {exc}"]
+    try:
+        src = sqlite3.connect(f"file:{snap / DOCSTORE}?mode=ro", uri=True)
+        # A private in-memory copy: the FTS5 integrity check is an INSERT, refused read-only.
+        db = sqlite3.connect(":memory:")
+        src.backup(db)
+        src.close()
+    except sqlite3.Error as exc:
+        return [f"Cannot read {snap / DOCSTORE}: {exc}"]
+    try:
+        quick = [r[0] for r in db.execute("PRAGMA quick_check")]
+        if quick != ["ok"]:
+            problems.append(f"{DOCSTORE}: SQLite integrity check failed: {'; '.join(quick[:5])}")
+        docs, chunks = (int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                        for t in ("documents", "chunks"))  # fmt: skip
+        chunk_ids = {int(r[0]) for r in db.execute("SELECT id FROM chunks")}
+        orphans = db.execute(
+            "SELECT COUNT(*) FROM chunks WHERE doc_id NOT IN (SELECT id FROM documents)"
+        ).fetchone()[0]
+        if orphans:
+            problems.append(f"{orphans} chunk(s) belong to no document")
+        try:
+            db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.Error as exc:
+            problems.append(f"full-text index (chunks_fts) disagrees with the chunks: {exc}")
+    except sqlite3.Error as exc:
+        return [f"Cannot read {snap / DOCSTORE}: {exc}"]
+    finally:
+        db.close()
+    ntotal = int(vectors.ntotal)
+    if ntotal != chunks:
+        problems.append(f"{VECTORS} holds {ntotal} vectors but {DOCSTORE} {chunks} chunks")
+    if int(vectors.d) != manifest.dimension:
+        problems.append(
+            f"vectors have dimension {vectors.d}, the manifest says {manifest.dimension}"
+        )
+    try:
+        vector_ids = {int(i) for i in _faiss().vector_to_array(vectors.id_map)}
+    except AttributeError:
+        problems.append(f"{VECTORS} is not an id-mapped index ({type(vectors).__name__})")
+        vector_ids = chunk_ids
+    missing, extra = sorted(chunk_ids - vector_ids), sorted(vector_ids - chunk_ids)
+    if missing:
+        problems.append(f"{len(missing)} chunk(s) have no vector (ids {_some(missing)})")
+    if extra:
+        problems.append(f"{len(extra)} vector(s) belong to no chunk (ids {_some(extra)})")
+    if (manifest.documents, manifest.chunks) != (docs, chunks):
+        problems.append(
+            f"{MANIFEST} records {manifest.documents} documents and {manifest.chunks} chunks, "
+            f"{DOCSTORE} holds {docs} and {chunks}"
+        )
+    return problems
+
+
+def _some(ids: Sequence[int], n: int = 5) -> str:
+    return ", ".join(map(str, ids[:n])) + (", ..." if len(ids) > n else "")
+
+
+def delete_documents(
+    index_dir: str | Path, patterns: Sequence[str]
+) -> tuple[list[DocumentRecord], list[str]]:
+    """Remove the documents whose source is, or matches the glob, one of ``patterns``.
+
+    All removals are published in one atomic commit. Returns the removed documents and the
+    patterns that matched nothing.
+    """
+    index_dir = Path(index_dir)
+    manifest = read_manifest(current_snapshot(index_dir))
+    removed: dict[int, DocumentRecord] = {}
+    unmatched: list[str] = []
+    with open_writer(index_dir, manifest) as writer:
+        for pattern in patterns:
+            found = writer.match_sources(pattern)
+            if not found and not any(c in pattern for c in "*?["):
+                # A path as typed (relative, ~) is stored absolute and resolved.
+                found = writer.match_sources(str(Path(pattern).expanduser().resolve()))
+            if not found:
+                unmatched.append(pattern)
+            for d in found:
+                if d.id not in removed:
+                    writer.delete_document(d.id)
+                    removed[d.id] = d
+        if removed:
+            writer.commit()
+    return sorted(removed.values(), key=lambda d: d.source), unmatched
 
 
 def check_compatible(manifest: Manifest, *, embedder: str, index_dir: Path) -> None:
@@ -422,7 +535,30 @@ class StoreWriter:
         chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return int(docs), int(chunks)
 
+    def documents(self) -> list[DocumentRecord]:
+        return _documents(self._db)
+
+    def match_sources(self, pattern: str) -> list[DocumentRecord]:
+        """Documents whose source is ``pattern``, or matches it as a glob.
+
+        As in :meth:`Store.filter_ids`, a glob without a slash also matches file names.
+        """
+        exact = [d for d in self.documents() if d.source == pattern]
+        if exact:
+            return exact
+        if "/" in pattern:
+            where, args = "d.source GLOB ?", [pattern]
+        else:
+            where, args = "(d.source GLOB ? OR d.source GLOB ?)", [pattern, "*/" + pattern]
+        return _documents(self._db, where, args)
+
     # -- changes --
+    def rename_document(self, doc_id: int, new_source: str) -> None:
+        """Point a document at a new source (a moved file); its chunks and vectors stay."""
+        cur = self._db.execute("UPDATE documents SET source = ? WHERE id = ?", (new_source, doc_id))
+        if cur.rowcount != 1:
+            raise KeyError(f"no document with id {doc_id}")
+
     def add_document(
         self,
         *,

@@ -1,0 +1,111 @@
+"""``rag index ...``: check an index's consistency, remove documents from it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rag.config import Settings
+from rag.errors import IndexCorrupt
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``index`` command group to the ``rag`` parser."""
+    index = sub.add_parser("index", help="verify an index or remove documents from it")
+    index_sub = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
+
+    verify = index_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check that vectors, chunks, full-text index and manifest agree",
+        description="Exit 0 when the committed snapshot is consistent; otherwise list the "
+        f"problems and exit {IndexCorrupt.exit_code}.",
+    )
+    verify.set_defaults(func=_cmd_verify)
+
+    delete = index_sub.add_parser(
+        "delete",
+        parents=[common],
+        help="remove documents by source path or glob, in one atomic commit",
+    )
+    delete.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a source path as stored (see 'rag info --sources') or a glob such as '*.pdf'",
+    )
+    delete.set_defaults(func=_cmd_delete)
+
+
+def _index_dir(args: argparse.Namespace) -> Any:
+    return Settings.load(args.config, index_dir=args.index).index_dir
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from rag.store import Store, verify
+
+    index_dir = _index_dir(args)
+    problems = verify(index_dir)
+    data: dict[str, Any] = {"index": str(index_dir), "ok": not problems, "problems": problems}
+    if not problems:
+        with Store.open(index_dir) as store:
+            docs, chunks = store.counts()
+            data.update(snapshot=store.snapshot.name, documents=docs, chunks=chunks)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif problems:
+        print(f"error: the index in {index_dir} is inconsistent:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        print(
+            "Rebuild it with: rag ingest PATH --index DIR (into a new directory).", file=sys.stderr
+        )
+    else:
+        print(
+            f"{index_dir}: OK ({data['snapshot']}: {data['documents']} documents, "
+            f"{data['chunks']} chunks, one vector each; full-text index intact)"
+        )
+    return IndexCorrupt.exit_code if problems else 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from rag.store import delete_documents
+
+    index_dir = _index_dir(args)
+    removed, unmatched = delete_documents(index_dir, args.sources)
+    if args.json:
+        data = {
+            "index": str(index_dir),
+            "removed": [{"source": d.source, "chunks": d.chunks} for d in removed],
+            "chunks_removed": sum(d.chunks for d in removed),
+            "unmatched": unmatched,
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        for d in removed:
+            print(f"removed {d.source} ({d.chunks} chunks)")
+        for pattern in unmatched:
+            print(f"no document matches {pattern!r} (see: rag info --sources)", file=sys.stderr)
+        print(f"{len(removed)} document(s) removed from {index_dir}.")
+    return 0 if removed or not unmatched else 1
+
+
+def print_plan(report: Any) -> None:
+    """Render a dry run's :class:`ingest.IngestPlan` (``rag ingest --dry-run``)."""
+    plan = report.plan
+    sections: list[tuple[str, list[str]]] = [
+        ("added", plan.added),
+        ("updated", plan.updated),
+        ("renamed", [f"{r.source} -> {r.target}" for r in plan.renamed]),
+        ("deleted", plan.deleted),
+        ("unchanged", plan.unchanged),
+    ]
+    print(f"Dry run on {report.index}; nothing was changed.")
+    for name, items in sections:
+        print(f"{name}: {len(items)}")
+        for item in items:
+            print(f"  {item}")
+    for s in report.files_skipped:
+        print(f"skipped {s.path}: {s.reason}")
