@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         "calibrate_abstention.py (SciFact and the shared documents): it abstains on 61% of "
         "unanswerable ones there, and the model's own abstention covers the rest.",
     )
+    reranker: str | None = Field(
+        None,
+        description="sentence-transformers CrossEncoder (name or local path) that reorders the "
+        "best rerank_candidates passages; None: no reranking.",
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, description="First-stage passages the reranker reorders."
+    )
     mmr: bool = Field(False, description="Diversify passages with maximal marginal relevance.")
     mmr_lambda: float = Field(
         0.5, ge=0.0, le=1.0, description="MMR trade-off: 1 is pure relevance, 0 pure diversity."

@@ -35,6 +35,8 @@ CALL_OVERRIDES = frozenset(
         "mmr",
         "mmr_lambda",
         "abstain_below",
+        "reranker",
+        "rerank_candidates",
     }
 )
 
@@ -305,6 +307,8 @@ class RAG:
             mmr=settings.mmr,
             mmr_lambda=settings.mmr_lambda,
             filters=filters,
+            reranker=_reranker(settings),
+            rerank_candidates=settings.rerank_candidates,
         )
 
     def _chain(self, settings: Settings, filters: Any = None) -> Any:
@@ -332,3 +336,11 @@ def _inputs(
         "instructions": list(instructions),
         "query": query or question,
     }
+
+
+def _reranker(settings: Settings) -> Any:
+    if not settings.reranker:
+        return None
+    from rag.reranking import load_reranker
+
+    return load_reranker(settings.reranker, settings.device)

@@ -75,7 +75,7 @@ class Retriever(BaseRetriever):
     """Dense (FAISS), lexical (BM25, SQLite FTS5) or hybrid retrieval, with filters and MMR.
 
     Scores in the returned documents' metadata: ``score`` is the mode's own (cosine for dense,
-    BM25 for lexical, the fused score for hybrid); ``dense_score`` is the cosine similarity to the
+    BM25 for lexical, the fused score for hybrid, the cross-encoder's when reranking); ``dense_score`` is the cosine similarity to the
     question whatever the mode, which is what abstention thresholds compare.
     """
 
@@ -90,6 +90,8 @@ class Retriever(BaseRetriever):
     mmr: bool = False
     mmr_lambda: float = 0.5
     filters: Filters | None = None
+    reranker: Any = Field(None, exclude=True)
+    rerank_candidates: int = 20
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
@@ -122,11 +124,18 @@ class Retriever(BaseRetriever):
             return []
         ids = [i for i, _ in ranked]
         cosines = _cosines(store, qvec, ids) if qvec is not None else {}
+        scores = dict(ranked)
+        if self.reranker is not None:
+            ids = ids[: max(self.rerank_candidates, k)]
+            texts = {r.id: r.text for r in store.chunks(ids)}
+            reranked = self.reranker.scores(query, [texts[i] for i in ids])
+            order = sorted(zip(ids, reranked, strict=True), key=lambda x: -x[1])
+            ids = [i for i, _ in order]
+            scores = dict(order)
         if self.mmr and qvec is not None:
             ids = _mmr(store, qvec, ids, k, self.mmr_lambda)
         else:
             ids = ids[:k]
-        scores = dict(ranked)
         records = store.chunks(ids)
         return [(r, scores[r.id], cosines.get(r.id, float("nan"))) for r in records]
 

@@ -86,3 +86,20 @@ def test_fusion_functions() -> None:
     assert {i for i, _ in convex} == {1, 2, 3, 4}
     assert convex[0][0] == 2
     assert convex_fusion(dense, [], 0.5)[0][0] == 1
+
+
+def test_cross_encoder_reranking_reorders_candidates(rag: RAG) -> None:
+    """No cross-encoder ships offline, so the embedder's own BERT weights are loaded as one: its
+    classification head is untrained, which makes the order arbitrary but real. What is tested is
+    the plumbing: candidates are rescored by the cross-encoder and returned in its order."""
+    from rag.embeddings import resolve_embedder
+    from rag.reranking import load_reranker
+
+    path = resolve_embedder("default")
+    q = "multi-head attention"
+    hits = rag.retrieve(q, k=5, reranker=path, rerank_candidates=10)
+    assert len(hits) == 5
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    expected = load_reranker(path, None).scores(q, [h.text for h in hits])
+    assert scores == pytest.approx(expected, rel=1e-4)
