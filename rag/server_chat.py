@@ -1,0 +1,261 @@
+"""The chat models an OpenAI-compatible server answers through, one per ``llm_api``.
+
+- :class:`ServerChatModel` (``"chat"``): langchain-openai's ``ChatOpenAI``; the server applies the
+  model's chat template.
+- :class:`Llama2CompletionsModel` (``"completions"``): the messages rendered in the Llama 2-chat
+  format (:mod:`rag.llama2_format`) and sent as plain text through langchain-openai's ``OpenAI``.
+
+Both stream, turn failures into :class:`~rag.errors.LLMUnavailable` naming the URL, and end an
+answer where the model starts repeating a sentence (:class:`rag.repetition.RepetitionGuard`),
+closing the request so that the server stops generating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_openai import ChatOpenAI
+from pydantic import ConfigDict, Field
+
+from rag.llm import DEFAULT_STOP
+from rag.openai_server import server_errors
+from rag.repetition import RepetitionGuard
+
+
+def _text_chunk(text: str) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=AIMessageChunk(content=text))
+
+
+def _usage_chunk(usage: dict[str, Any], metadata: dict[str, Any]) -> ChatGenerationChunk:
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content="",
+            usage_metadata={
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+                "total_tokens": int(usage.get("input_tokens", 0))
+                + int(usage.get("output_tokens", 0)),
+            },
+            response_metadata=metadata,
+        )
+    )
+
+
+def _guard_chunks(
+    chunks: Iterator[ChatGenerationChunk], count_usage: Callable[[str], dict[str, int]]
+) -> Iterator[ChatGenerationChunk]:
+    """Stream ``chunks`` token by token until the model repeats a sentence; then stop reading
+    (closing the request, so the server stops generating) and report the usage."""
+    guard = RepetitionGuard()
+    usage: dict[str, Any] | None = None
+    metadata: dict[str, Any] = {}
+    try:
+        for chunk in chunks:
+            message = chunk.message
+            if isinstance(message, AIMessageChunk) and message.usage_metadata:
+                usage = dict(message.usage_metadata)
+            metadata.update(message.response_metadata or {})
+            text = guard.feed(str(message.content)) if message.content else ""
+            if text:
+                yield _text_chunk(text)
+            if guard.done:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    tail = guard.finish()
+    if tail:
+        yield _text_chunk(tail)
+    # A stream cut short never receives the server's usage; count with its tokenizer instead.
+    if not usage or guard.done:
+        usage = count_usage(guard.text)
+    yield _usage_chunk(usage, metadata)
+
+
+async def _aguard_chunks(
+    chunks: AsyncIterator[ChatGenerationChunk], count_usage: Callable[[str], dict[str, int]]
+) -> AsyncIterator[ChatGenerationChunk]:
+    """The async form of :func:`_guard_chunks`."""
+    import asyncio
+
+    guard = RepetitionGuard()
+    usage: dict[str, Any] | None = None
+    metadata: dict[str, Any] = {}
+    try:
+        async for chunk in chunks:
+            message = chunk.message
+            if isinstance(message, AIMessageChunk) and message.usage_metadata:
+                usage = dict(message.usage_metadata)
+            metadata.update(message.response_metadata or {})
+            text = guard.feed(str(message.content)) if message.content else ""
+            if text:
+                yield _text_chunk(text)
+            if guard.done:
+                break
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    tail = guard.finish()
+    if tail:
+        yield _text_chunk(tail)
+    if not usage or guard.done:
+        counted: dict[str, Any] = await asyncio.to_thread(count_usage, guard.text)
+        usage = counted
+    yield _usage_chunk(usage, metadata)
+
+
+def _counter(backend: Any, messages: Sequence[BaseMessage]) -> Callable[[str], dict[str, int]]:
+    def count(text: str) -> dict[str, int]:
+        if backend is None:
+            return {}
+        return {
+            "input_tokens": backend.count_tokens(messages),
+            "output_tokens": backend.count_text(text) if text else 0,
+        }
+
+    return count
+
+
+class ServerChatModel(ChatOpenAI):
+    """langchain-openai's ChatOpenAI, streaming, with two additions: failures are
+    :class:`LLMUnavailable` naming the URL, and an answer ends where the model starts repeating
+    a sentence (:class:`rag.repetition.RepetitionGuard`), as the embedded model's does."""
+
+    backend: Any = Field(default=None, exclude=True)
+
+    @property
+    def _url(self) -> str:
+        return str(self.openai_api_base)
+
+    def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        # Only reached when streaming is switched off for a call; invoke() streams otherwise.
+        with server_errors(self._url):
+            return super()._generate(*args, **kwargs)
+
+    async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+        with server_errors(self._url):
+            return await super()._agenerate(*args, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        with server_errors(self._url):
+            upstream = super()._stream(messages, stop, None, **kwargs)
+            yield from _guard_chunks(upstream, _counter(self.backend, messages))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        with server_errors(self._url):
+            upstream = super()._astream(messages, stop, None, **kwargs)
+            async for chunk in _aguard_chunks(upstream, _counter(self.backend, messages)):
+                yield chunk
+
+
+class Llama2CompletionsModel(BaseChatModel):
+    """Chat messages rendered in the Llama 2-chat format and sent to /v1/completions.
+
+    A chat model to the chain, a plain completions LLM (langchain-openai's ``OpenAI``) to the
+    server: the server sees only text and applies no chat template, so the prompt is templated
+    exactly once. Answers stream, and end at a repeated sentence, as with the chat API.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    llm: Any = Field(exclude=True)
+    backend: Any = Field(exclude=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rag-llama2-completions"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.backend.model_name, "api": "completions"}
+
+    def _metadata(self) -> dict[str, Any]:
+        return {"model_name": self.backend.model_name}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        prompt = self.backend.prompt_text(messages)
+        pieces = self.llm.stream(prompt, stop=stop or list(DEFAULT_STOP), **kwargs)
+
+        def upstream() -> Iterator[ChatGenerationChunk]:
+            try:
+                for piece in pieces:
+                    yield ChatGenerationChunk(
+                        message=AIMessageChunk(content=piece, response_metadata=self._metadata())
+                    )
+            finally:
+                pieces.close()
+
+        # The completions stream carries no usage: it is always counted with the server's
+        # tokenizer (the prompt exactly as sent, the answer as kept).
+        with server_errors(self.backend.base_url):
+            yield from _guard_chunks(upstream(), _counter(self.backend, messages))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        prompt = self.backend.prompt_text(messages)
+        pieces = self.llm.astream(prompt, stop=stop or list(DEFAULT_STOP), **kwargs)
+
+        async def upstream() -> AsyncIterator[ChatGenerationChunk]:
+            try:
+                async for piece in pieces:
+                    yield ChatGenerationChunk(
+                        message=AIMessageChunk(content=piece, response_metadata=self._metadata())
+                    )
+            finally:
+                await pieces.aclose()
+
+        with server_errors(self.backend.base_url):
+            async for chunk in _aguard_chunks(upstream(), _counter(self.backend, messages)):
+                yield chunk
