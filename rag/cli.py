@@ -327,7 +327,12 @@ def _print_sources(answer: Any) -> None:
             f" (page label {c.page_label})" if c.page_label and c.page_label != str(c.page) else ""
         )
         snippet = " ".join(c.text.split())[:160]
-        print(f"  [{c.n}] {_display_path(c.source)}{_page(c.page)}{label}  score {c.score:.3f}")
+        where = f" > {c.section}" if c.section and c.page is None else ""
+        similarity = c.dense_score if c.dense_score is not None else c.score
+        print(
+            f"  [{c.n}] {_display_path(c.source)}{_page(c.page)}{label}{where}"
+            f"  similarity {similarity:.3f}"
+        )
         print(f"      {snippet}{'...' if len(c.text) > 160 else ''}")
 
 
