@@ -18,7 +18,11 @@ log = logging.getLogger(__name__)
 PDF_SUFFIXES = frozenset({".pdf"})
 TEXT_SUFFIXES = frozenset({".txt", ".text"})
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
-SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES
+HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+DOCX_SUFFIXES = frozenset({".docx"})
+SUPPORTED_SUFFIXES = (
+    PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | DOCX_SUFFIXES
+)
 
 # CommonMark ATX headings and code fences, matched one line at a time (up to 3 spaces indent).
 _HEADING_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
@@ -62,6 +66,10 @@ def kind_of(path: Path) -> str | None:
         return "markdown"
     if suffix in TEXT_SUFFIXES:
         return "text"
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    if suffix in DOCX_SUFFIXES:
+        return "docx"
     return None
 
 
@@ -117,7 +125,26 @@ def load(path: Path, data: bytes, time_limit: float | None = None) -> LoadedFile
         return _load_pdf(path, data, time_limit)
     if kind in ("text", "markdown"):
         return _load_text(path, data, kind)
+    if kind in ("html", "docx"):
+        return _load_markup(path, data, kind)
     raise LoadError(f"unsupported file type {path.suffix or '(none)'}")
+
+
+def _load_markup(path: Path, data: bytes, kind: str) -> LoadedFile:
+    from ingest.markup import MarkupError, docx_to_text, html_to_text
+
+    try:
+        if kind == "html":
+            text, headings, title = html_to_text(_decode_text(data))
+        else:
+            text, headings, title = docx_to_text(data)
+    except MarkupError as exc:
+        raise LoadError(str(exc)) from exc
+    text = _normalise(text)
+    if not text.strip():
+        raise LoadError("no text")
+    title = title or (headings[0][1] if headings else None)
+    return LoadedFile(path=path, kind=kind, pages=[Page(text=text, headings=headings)], title=title)
 
 
 def load_text_document(source: str, text: str, title: str | None = None) -> LoadedFile:

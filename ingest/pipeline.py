@@ -317,7 +317,7 @@ def _ingest(
 def _nothing_message(report: IngestReport) -> str:
     if not report.files_skipped:
         return (
-            "No supported files found (PDF, .txt, .md). Name files or folders that hold them: "
+            "No supported files found (PDF, DOCX, HTML, .txt, .md). Name files or folders that hold them: "
             "rag ingest PATH... --index DIR"
         )
     lines = "; ".join(f"{s.path}: {s.reason}" for s in report.files_skipped[:10])

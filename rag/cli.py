@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--embedder", help="sentence-transformers model name or path")
 
     ing = sub.add_parser(
-        "ingest", parents=[common], help="add PDF, text and markdown files to an index"
+        "ingest", parents=[common], help="add PDF, DOCX, HTML, text and markdown files to an index"
     )
     ing.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     ing.add_argument("--tokenizer", help="tokenizer that counts chunk tokens (default: the LLM's)")
@@ -124,7 +125,7 @@ def _llm_options(p: argparse.ArgumentParser, retrieval: bool = True) -> None:
     r.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
     r.add_argument("--mmr", action="store_true", default=None, help="diversify passages (MMR)")
     r.add_argument("--source", metavar="GLOB", help="only files matching GLOB (e.g. '*.pdf')")
-    r.add_argument("--type", dest="kinds", action="append", choices=("pdf", "text", "markdown"),
+    r.add_argument("--type", dest="kinds", action="append", choices=("pdf", "text", "markdown", "html", "docx"),
                    help="only files of this type (repeatable)")  # fmt: skip
     r.add_argument("--pages", metavar="A-B", help="only PDF pages A to B")
 
@@ -161,6 +162,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bar = None
     totals = {"pages": 0, "chunks": 0}
+    started = time.monotonic()
 
     def progress(p: FileProgress) -> None:
         nonlocal bar
@@ -172,7 +174,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             bar = tqdm(total=p.total, unit="file", file=sys.stderr, dynamic_ncols=True)
         totals["pages"] += p.pages
         totals["chunks"] += p.chunks
-        bar.set_postfix(pages=totals["pages"], chunks=totals["chunks"], refresh=False)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        bar.set_postfix_str(
+            f"{totals['pages']} pages ({totals['pages'] / elapsed:.1f}/s), "
+            f"{totals['chunks']} chunks ({totals['chunks'] / elapsed:.1f}/s)",
+            refresh=False,
+        )
         bar.set_description(Path(p.path).name[:30])
         bar.update(1)
 

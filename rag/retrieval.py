@@ -64,7 +64,7 @@ class Filters:
     """Restrict retrieval to some chunks; every given filter must match."""
 
     source_glob: str | None = None  # on the path, or the file name when it holds no "/"
-    kinds: tuple[str, ...] | None = None  # "pdf", "text", "markdown"
+    kinds: tuple[str, ...] | None = None  # "pdf", "docx", "html", "text", "markdown"
     pages: tuple[int, int] | None = None  # inclusive, 1-based
 
     def is_empty(self) -> bool:

@@ -347,9 +347,9 @@ def test_png_renamed_pdf(tmp_path: Path) -> None:
 
 
 def test_unsupported_suffix_is_refused_by_load(tmp_path: Path) -> None:
-    path = tmp_path / "report.docx"
-    path.write_bytes(b"PK\x03\x04 not really a docx")
-    with pytest.raises(LoadError, match=r"unsupported file type \.docx"):
+    path = tmp_path / "report.pptx"
+    path.write_bytes(b"PK\x03\x04 not really a pptx")
+    with pytest.raises(LoadError, match=r"unsupported file type \.pptx"):
         _load(path)
 
 
@@ -364,17 +364,17 @@ def test_discover_missing_path_gives_a_reason(tmp_path: Path) -> None:
 def test_discover_unsupported_named_explicitly_vs_in_a_folder(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
-    (folder / "report.docx").write_bytes(b"PK\x03\x04")
+    (folder / "report.pptx").write_bytes(b"PK\x03\x04")
     (folder / "notes.txt").write_text("hello", encoding="utf-8")
     (folder / "NOSUFFIX").write_text("hello", encoding="utf-8")
 
     found = list(discover([folder]))
     assert found == [((folder / "notes.txt").resolve(), None)]
 
-    explicit = dict(discover([folder / "report.docx", folder / "NOSUFFIX"]))
-    reason = explicit[(folder / "report.docx").resolve()]
+    explicit = dict(discover([folder / "report.pptx", folder / "NOSUFFIX"]))
+    reason = explicit[(folder / "report.pptx").resolve()]
     assert reason is not None
-    assert reason.startswith("unsupported file type .docx")
+    assert reason.startswith("unsupported file type .pptx")
     assert ".pdf" in reason and ".md" in reason and ".txt" in reason
     assert "unsupported file type (none)" in (explicit[(folder / "NOSUFFIX").resolve()] or "")
 

@@ -185,20 +185,20 @@ def test_mixed_folder_skips_each_bad_file_with_a_reason(
     good = {**good_files, "owner_only.pdf": _pdf_bytes(owner_only)}
     docs = _write(tmp_path / "docs", {**good, **{n: b for n, (b, _) in bad_files.items()}})
     # Passed over in silence: unsupported types found in a folder, and hidden files.
-    (docs / "notes.docx").write_bytes(b"PK\x03\x04")
+    (docs / "notes.pptx").write_bytes(b"PK\x03\x04")
     (docs / ".hidden.txt").write_text("hidden text", encoding="utf-8")
     # Named explicitly: reported.
     missing = tmp_path / "missing.pdf"
-    (tmp_path / "report.docx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "report.pptx").write_bytes(b"PK\x03\x04")
 
     seen: list[FileProgress] = []
     report = run(
-        [docs, missing, tmp_path / "report.docx"], tmp_path / "index", progress=seen.append
+        [docs, missing, tmp_path / "report.pptx"], tmp_path / "index", progress=seen.append
     )
 
     skipped = {Path(s.path).name: s.reason for s in report.files_skipped}
     expected = {name: word for name, (_, word) in bad_files.items()}
-    expected |= {"missing.pdf": "does not exist", "report.docx": "unsupported file type .docx"}
+    expected |= {"missing.pdf": "does not exist", "report.pptx": "unsupported file type .pptx"}
     assert set(skipped) == set(expected)
     for name, word in expected.items():
         assert word in skipped[name], (name, skipped[name])

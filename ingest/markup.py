@@ -1,0 +1,166 @@
+"""HTML and DOCX to text with headings, using only the standard library's parsers.
+
+HTML goes through ``html.parser``; a DOCX file is a zip of OOXML parts, read with ``zipfile`` and
+``xml.etree``. Both give one text with paragraphs separated by blank lines and the headings (with
+their character offsets) that chunking uses as section metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from html.parser import HTMLParser
+from xml.etree import ElementTree
+
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe"})
+_BLOCK_TAGS = frozenset(
+    {"p", "div", "li", "ul", "ol", "br", "tr", "table", "section", "article", "header", "footer",
+     "pre", "blockquote", "dd", "dt", "figcaption", "main", "nav", "aside", "hr", "form"}
+)  # fmt: skip
+_HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_DC = "{http://purl.org/dc/elements/1.1/}"
+MAX_DOCX_XML_BYTES = 200 * 1024 * 1024  # refuses zip bombs before inflating them
+
+
+class MarkupError(ValueError):
+    """The file cannot be parsed; the message is the reason shown to the user."""
+
+
+class _TextBuilder:
+    """Accumulates paragraphs and headings with exact offsets into the final text."""
+
+    def __init__(self) -> None:
+        self.paragraphs: list[str] = []
+        self.headings: list[tuple[int, str]] = []
+        self._length = 0
+
+    def add(self, text: str, heading: bool = False) -> None:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+        if not text:
+            return
+        if self.paragraphs:
+            self._length += 2  # the "\n\n" separator
+        if heading:
+            self.headings.append((self._length, " ".join(text.split())))
+        self.paragraphs.append(text)
+        self._length += len(text)
+
+    def text(self) -> str:
+        return "\n\n".join(self.paragraphs)
+
+
+class _HTMLText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out = _TextBuilder()
+        self.title: str | None = None
+        self._buf: list[str] = []
+        self._skip = 0
+        self._in_title = False
+        self._heading: str | None = None
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+        if tag == "title":
+            self._in_title = True
+        if tag in _HEADING_TAGS or tag in _BLOCK_TAGS:
+            self._flush()
+        if tag in _HEADING_TAGS:
+            self._heading = tag
+        if tag == "pre":
+            self._pre += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS and self._skip:
+            self._skip -= 1
+        if tag == "title":
+            self._in_title = False
+        if tag in _HEADING_TAGS:
+            self._flush(heading=True)
+            self._heading = None
+        elif tag in _BLOCK_TAGS:
+            self._flush()
+        if tag == "pre" and self._pre:
+            self._pre -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title = (self.title or "") + data
+            return
+        if self._skip:
+            return
+        self._buf.append(data if self._pre else re.sub(r"\s+", " ", data))
+
+    def _flush(self, heading: bool = False) -> None:
+        text = "".join(self._buf)
+        self._buf = []
+        self.out.add(text, heading=heading and self._heading is not None)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def html_to_text(markup: str) -> tuple[str, list[tuple[int, str]], str | None]:
+    """(text, headings, title) of an HTML document."""
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    title = " ".join(parser.title.split()) if parser.title else None
+    return parser.out.text(), parser.out.headings, title or None
+
+
+def docx_to_text(data: bytes) -> tuple[str, list[tuple[int, str]], str | None]:
+    """(text, headings, title) of a DOCX file: paragraphs, tables as rows, Heading/Title styles."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        info = archive.getinfo("word/document.xml")
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise MarkupError(f"not a DOCX file or corrupt ({exc})") from exc
+    if info.file_size > MAX_DOCX_XML_BYTES:
+        raise MarkupError(f"document.xml inflates to {info.file_size:,} bytes; refused")
+    try:
+        root = ElementTree.fromstring(archive.read(info))
+    except (ElementTree.ParseError, zipfile.BadZipFile, OSError) as exc:
+        raise MarkupError(f"corrupt DOCX ({exc})") from exc
+    out = _TextBuilder()
+    body = root.find(f"{_W}body")
+    for block in body if body is not None else []:
+        if block.tag == f"{_W}p":
+            style = block.find(f"{_W}pPr/{_W}pStyle")
+            name = (style.get(f"{_W}val") or "") if style is not None else ""
+            heading = name.lower().startswith(("heading", "title"))
+            out.add(_paragraph_text(block), heading=heading)
+        elif block.tag == f"{_W}tbl":
+            for row in block.iter(f"{_W}tr"):
+                cells = [
+                    " ".join(_paragraph_text(p) for p in cell.iter(f"{_W}p")).strip()
+                    for cell in row.iter(f"{_W}tc")
+                ]
+                out.add(" | ".join(c for c in cells if c))
+    return out.text(), out.headings, _docx_title(archive)
+
+
+def _paragraph_text(p: ElementTree.Element) -> str:
+    parts = []
+    for el in p.iter():
+        if el.tag == f"{_W}t" and el.text:
+            parts.append(el.text)
+        elif el.tag == f"{_W}tab":
+            parts.append("\t")
+        elif el.tag in (f"{_W}br", f"{_W}cr"):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _docx_title(archive: zipfile.ZipFile) -> str | None:
+    try:
+        core = ElementTree.fromstring(archive.read("docProps/core.xml"))
+    except (KeyError, ElementTree.ParseError, zipfile.BadZipFile):
+        return None
+    title = core.find(f"{_DC}title")
+    return title.text.strip() if title is not None and title.text and title.text.strip() else None
