@@ -33,6 +33,10 @@ _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 class LoadError(Exception):
     """A file that is skipped; ``str(exc)`` is the reason shown to the user."""
 
+    def __init__(self, reason: str, pages_without_text: int = 0) -> None:
+        super().__init__(reason)
+        self.pages_without_text = pages_without_text  # of a PDF skipped as a scan
+
 
 @dataclass
 class Page:
@@ -281,7 +285,8 @@ def _load_pdf(path: Path, data: bytes, time_limit: float | None = None) -> Loade
             raise LoadError("corrupt PDF: no page could be read")
         raise LoadError(
             f"no text layer on any of its {n_pages} pages (a scan or printed outlines); "
-            "it needs OCR before it can be ingested"
+            "it needs OCR before it can be ingested",
+            pages_without_text=without_text,
         )
     title = None
     try:

@@ -79,7 +79,9 @@ class IngestReport(BaseModel):
         0, description="Moved files recognised by content; their chunks kept, not re-embedded."
     )
     pages: int = Field(0, description="Pages (PDF) or files (text) with text, in ingested files.")
-    pages_without_text: int = Field(0, description="PDF pages with no text layer (need OCR).")
+    pages_without_text: int = Field(
+        0, description="PDF pages with no text layer (need OCR), in ingested and skipped files."
+    )
     chars: int = 0
     chunks_added: int = 0
     chunks_removed: int = 0
@@ -124,6 +126,7 @@ class _Work:
     status: str
     reason: str | None = None
     old: DocumentRecord | None = None  # the vanished document a renamed file was
+    pages_without_text: int = 0  # of a PDF skipped as a scan
 
 
 class _Done:
@@ -276,6 +279,7 @@ def _ingest(
                     report.files_skipped.append(
                         SkippedFile(path=item.source, reason=item.reason or "")
                     )
+                    report.pages_without_text += item.pages_without_text
                     notify(item, 0)
                 elif item.status == "unchanged":
                     report.unchanged += 1
@@ -467,7 +471,9 @@ def _prepare(
         else:
             loaded = load(candidate, data, time_limit=limits.timeout)
     except LoadError as exc:
-        return _Work(source, sha, len(data), None, [], "skipped", str(exc))
+        work = _Work(source, sha, len(data), None, [], "skipped", str(exc))
+        work.pages_without_text = exc.pages_without_text
+        return work
     chunks: list[Chunk] = []
     for n, page in enumerate(loaded.pages):
         # Checked between pages: the limit bounds the run, it cannot stop a page mid-parse.

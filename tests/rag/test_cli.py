@@ -38,6 +38,7 @@ def test_ingest_ask_info_on_the_shared_documents(
     assert report["chunks_added"] == report["chunks_total"] > 0
     skipped = {Path(s["path"]).name: s["reason"] for s in report["files_skipped"]}
     assert "OCR" in skipped["hybrid_search_article_print_no_text_layer.pdf"]
+    assert report["pages_without_text"] == 12  # the scanned PDF's pages, counted in the summary
 
     code, out, _ = _run(capsys, "info", "--index", str(documents_index), "--json")
     info = json.loads(out)
