@@ -279,8 +279,8 @@ def _trim(pieces: Iterator[str], stop: Sequence[str], halt: threading.Event) -> 
         yield buffer.rstrip()
 
 
-class EmbeddedChatModel(BaseChatModel):
-    """LangChain chat model over :class:`EmbeddedBackend`."""
+class InProcessChatModel(BaseChatModel):
+    """The sampling fields shared by the chat models that run a model in this process."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -292,12 +292,16 @@ class EmbeddedChatModel(BaseChatModel):
     repetition_penalty: float | None = None
 
     @property
-    def _llm_type(self) -> str:
-        return "rag-embedded"
-
-    @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.backend.model_name, "temperature": self.temperature}
+
+
+class EmbeddedChatModel(InProcessChatModel):
+    """LangChain chat model over :class:`EmbeddedBackend`."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "rag-embedded"
 
     def _stream(
         self,

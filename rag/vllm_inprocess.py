@@ -21,11 +21,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field
 
 from rag.config import Settings
 from rag.errors import ModelUnavailable
-from rag.llm import to_role_dicts
+from rag.llm import InProcessChatModel, to_role_dicts
 
 log = logging.getLogger(__name__)
 
@@ -158,25 +157,12 @@ class VLLMBackend:
         return results
 
 
-class VLLMChatModel(BaseChatModel):
+class VLLMChatModel(InProcessChatModel):
     """LangChain chat model over :class:`VLLMBackend`; ``batch`` is one vLLM batch."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    backend: Any = Field(exclude=True)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int | None = None
-    repetition_penalty: float | None = None
 
     @property
     def _llm_type(self) -> str:
         return "rag-vllm-inprocess"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.backend.model_name, "temperature": self.temperature}
 
     def _message(self, g: Generated) -> AIMessage:
         return AIMessage(
