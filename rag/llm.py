@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -90,7 +90,24 @@ def make_backend(settings: Settings) -> LLMBackend:
 # --------------------------------------------------------------------------- embedded default
 
 
-class EmbeddedBackend:
+class ChatTemplateTokens:
+    """Exact prompt counts for in-process backends: the model's own chat template, tokenized."""
+
+    tokenizer: Any
+
+    def encode_messages(self, messages: Sequence[BaseMessage]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            to_role_dicts(messages), add_generation_prompt=True, tokenize=True
+        )
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        return len(self.encode_messages(messages))
+
+
+class EmbeddedBackend(ChatTemplateTokens):
     """A transformers causal LM run in-process on the CPU (default: the packaged SmolLM2-135M)."""
 
     _instances: ClassVar[dict[tuple[str, str], EmbeddedBackend]] = {}
@@ -151,26 +168,8 @@ class EmbeddedBackend:
 
         return int(AutoConfig.from_pretrained(self.model_dir).max_position_embeddings)
 
-    def encode_messages(self, messages: Sequence[BaseMessage]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            to_role_dicts(messages), add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-
-    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
-        return len(self.encode_messages(messages))
-
     def chat_model(self, settings: Settings) -> BaseChatModel:
-        return EmbeddedChatModel(
-            backend=self,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
-            repetition_penalty=settings.repetition_penalty,
-        )
+        return EmbeddedChatModel.for_settings(self, settings)
 
     def generate(
         self,
@@ -294,6 +293,17 @@ class InProcessChatModel(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.backend.model_name, "temperature": self.temperature}
+
+    @classmethod
+    def for_settings(cls, backend: Any, settings: Settings) -> Self:
+        return cls(
+            backend=backend,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed,
+            repetition_penalty=settings.repetition_penalty,
+        )
 
 
 class EmbeddedChatModel(InProcessChatModel):

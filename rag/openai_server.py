@@ -214,21 +214,27 @@ class OpenAIServerBackend:
         from rag.server_chat import ServerChatModel
 
         return ServerChatModel(
-            base_url=self.base_url,
-            api_key=settings.llm_api_key,
-            model=self.model_name,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
-            timeout=settings.llm_timeout,
-            max_retries=settings.llm_max_retries,
+            **self._client_options(settings),
             streaming=True,
             stream_usage=True,
             stop_sequences=list(DEFAULT_STOP),
             extra_body=extra_body or None,
             backend=self,
         )
+
+    def _client_options(self, settings: Settings) -> dict[str, Any]:
+        """What the chat and the completions clients share: endpoint, model, sampling, retries."""
+        return {
+            "base_url": self.base_url,
+            "api_key": settings.llm_api_key,
+            "model": self.model_name,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "max_tokens": settings.max_tokens,
+            "seed": settings.seed,
+            "timeout": settings.llm_timeout,
+            "max_retries": settings.llm_max_retries,
+        }
 
     def _completions_model(self, settings: Settings, extra_body: dict[str, Any]) -> BaseChatModel:
         from langchain_openai import OpenAI
@@ -237,18 +243,7 @@ class OpenAIServerBackend:
 
         # The prompt carries its own <s>/</s>; the server must add no BOS of its own.
         extra_body["add_special_tokens"] = False
-        llm = OpenAI(
-            base_url=self.base_url,
-            api_key=settings.llm_api_key,
-            model=self.model_name,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
-            timeout=settings.llm_timeout,
-            max_retries=settings.llm_max_retries,
-            extra_body=extra_body,
-        )
+        llm = OpenAI(**self._client_options(settings), extra_body=extra_body)
         return Llama2CompletionsModel(llm=llm, backend=self)
 
 

@@ -50,36 +50,56 @@ def _usage_chunk(usage: dict[str, Any], metadata: dict[str, Any]) -> ChatGenerat
     )
 
 
+class _StreamGuard:
+    """The state both stream guards share: the repetition guard, usage and metadata seen."""
+
+    def __init__(self) -> None:
+        self.guard = RepetitionGuard()
+        self.usage: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+
+    def take(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk | None:
+        """The text to pass on from ``chunk`` (None: nothing yet); records usage and metadata."""
+        message = chunk.message
+        if isinstance(message, AIMessageChunk) and message.usage_metadata:
+            self.usage = dict(message.usage_metadata)
+        self.metadata.update(message.response_metadata or {})
+        text = self.guard.feed(str(message.content)) if message.content else ""
+        return _text_chunk(text) if text else None
+
+    @property
+    def done(self) -> bool:
+        return self.guard.done
+
+    def tail(self) -> ChatGenerationChunk | None:
+        tail = self.guard.finish()
+        return _text_chunk(tail) if tail else None
+
+    def needs_count(self) -> bool:
+        # A stream cut short never receives the server's usage; count with its tokenizer instead.
+        return not self.usage or self.guard.done
+
+
 def _guard_chunks(
     chunks: Iterator[ChatGenerationChunk], count_usage: Callable[[str], dict[str, int]]
 ) -> Iterator[ChatGenerationChunk]:
     """Stream ``chunks`` token by token until the model repeats a sentence; then stop reading
     (closing the request, so the server stops generating) and report the usage."""
-    guard = RepetitionGuard()
-    usage: dict[str, Any] | None = None
-    metadata: dict[str, Any] = {}
+    state = _StreamGuard()
     try:
         for chunk in chunks:
-            message = chunk.message
-            if isinstance(message, AIMessageChunk) and message.usage_metadata:
-                usage = dict(message.usage_metadata)
-            metadata.update(message.response_metadata or {})
-            text = guard.feed(str(message.content)) if message.content else ""
-            if text:
-                yield _text_chunk(text)
-            if guard.done:
+            if (out := state.take(chunk)) is not None:
+                yield out
+            if state.done:
                 break
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    tail = guard.finish()
-    if tail:
-        yield _text_chunk(tail)
-    # A stream cut short never receives the server's usage; count with its tokenizer instead.
-    if not usage or guard.done:
-        usage = count_usage(guard.text)
-    yield _usage_chunk(usage, metadata)
+    if (tail := state.tail()) is not None:
+        yield tail
+    usage = count_usage(state.guard.text) if state.needs_count() else state.usage
+    yield _usage_chunk(usage or {}, state.metadata)
 
 
 async def _aguard_chunks(
@@ -88,31 +108,23 @@ async def _aguard_chunks(
     """The async form of :func:`_guard_chunks`."""
     import asyncio
 
-    guard = RepetitionGuard()
-    usage: dict[str, Any] | None = None
-    metadata: dict[str, Any] = {}
+    state = _StreamGuard()
     try:
         async for chunk in chunks:
-            message = chunk.message
-            if isinstance(message, AIMessageChunk) and message.usage_metadata:
-                usage = dict(message.usage_metadata)
-            metadata.update(message.response_metadata or {})
-            text = guard.feed(str(message.content)) if message.content else ""
-            if text:
-                yield _text_chunk(text)
-            if guard.done:
+            if (out := state.take(chunk)) is not None:
+                yield out
+            if state.done:
                 break
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    tail = guard.finish()
-    if tail:
-        yield _text_chunk(tail)
-    if not usage or guard.done:
-        counted: dict[str, Any] = await asyncio.to_thread(count_usage, guard.text)
-        usage = counted
-    yield _usage_chunk(usage, metadata)
+    if (tail := state.tail()) is not None:
+        yield tail
+    usage = state.usage
+    if state.needs_count():
+        usage = await asyncio.to_thread(count_usage, state.guard.text)
+    yield _usage_chunk(usage or {}, state.metadata)
 
 
 def _counter(backend: Any, messages: Sequence[BaseMessage]) -> Callable[[str], dict[str, int]]:

@@ -24,7 +24,7 @@ from langchain_core.runnables import RunnableConfig
 
 from rag.config import Settings
 from rag.errors import ModelUnavailable
-from rag.llm import InProcessChatModel, to_role_dicts
+from rag.llm import ChatTemplateTokens, InProcessChatModel
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VLLMBackend:
+class VLLMBackend(ChatTemplateTokens):
     """One ``vllm.LLM`` per model and process, loaded on first use."""
 
     _instances: ClassVar[dict[tuple[str, int | None], VLLMBackend]] = {}
@@ -103,26 +103,8 @@ class VLLMBackend:
     def tokenizer(self) -> Any:
         return self.llm.get_tokenizer()
 
-    def encode_messages(self, messages: Sequence[BaseMessage]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            to_role_dicts(messages), add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-
-    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
-        return len(self.encode_messages(messages))
-
     def chat_model(self, settings: Settings) -> BaseChatModel:
-        return VLLMChatModel(
-            backend=self,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
-            repetition_penalty=settings.repetition_penalty,
-        )
+        return VLLMChatModel.for_settings(self, settings)
 
     def sampling_params(self, model: VLLMChatModel, stop: list[str] | None) -> Any:
         vllm = import_vllm()
