@@ -111,19 +111,16 @@ class Retriever(BaseRetriever):
         # The question vector is needed in every mode: the dense cosine drives abstention.
         qvec = embedder.embed_query(query)
         if self.mode == "dense":
-            assert qvec is not None
             ranked = store.search_ids(qvec, fetch, allowed)
         elif self.mode == "lexical":
             ranked = store.lexical_search(query, fetch, allowed)
         else:
-            assert qvec is not None
             dense = store.search_ids(qvec, fetch, allowed)
             lexical = store.lexical_search(query, fetch, allowed)
             ranked = convex_fusion(dense, lexical, self.hybrid_alpha)
         if not ranked:
             return []
         ids = [i for i, _ in ranked]
-        cosines = _cosines(store, qvec, ids) if qvec is not None else {}
         scores = dict(ranked)
         if self.reranker is not None:
             ids = ids[: max(self.rerank_candidates, k)]
@@ -132,19 +129,12 @@ class Retriever(BaseRetriever):
             order = sorted(zip(ids, reranked, strict=True), key=lambda x: -x[1])
             ids = [i for i, _ in order]
             scores = dict(order)
-        if self.mmr and qvec is not None:
-            ids = _mmr(store, qvec, ids, k, self.mmr_lambda)
-        else:
-            ids = ids[:k]
+        ids = _mmr(store, qvec, ids, k, self.mmr_lambda) if self.mmr else ids[:k]
         records = store.chunks(ids)
-        return [(r, scores[r.id], cosines.get(r.id, float("nan"))) for r in records]
-
-
-def _cosines(store: Store, qvec: np.ndarray | None, ids: list[int]) -> dict[int, float]:
-    if qvec is None or not ids:
-        return {}
-    vecs = store.vectors(ids)
-    return dict(zip(ids, (vecs @ qvec).tolist(), strict=True))
+        # Cosines of the returned passages only: reconstructing every candidate would cost
+        # fetch_k vector reads per question for nothing.
+        cosines = dict(zip(ids, (store.vectors(ids) @ qvec).tolist(), strict=True))
+        return [(r, scores[r.id], cosines[r.id]) for r in records]
 
 
 def _mmr(store: Store, qvec: np.ndarray, ids: list[int], k: int, lam: float) -> list[int]:
