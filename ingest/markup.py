@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from html.parser import HTMLParser
 from xml.etree import ElementTree
 
@@ -21,7 +22,11 @@ _BLOCK_TAGS = frozenset(
 _HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _DC = "{http://purl.org/dc/elements/1.1/}"
-MAX_DOCX_XML_BYTES = 200 * 1024 * 1024  # refuses zip bombs before inflating them
+# Caps on the inflated size of the parts read, so zip bombs are refused instead of inflated. Real
+# core.xml files (document properties) are a few KiB.
+MAX_DOCX_XML_BYTES = 200 * 1024 * 1024
+MAX_DOCX_META_BYTES = 1024 * 1024
+_READ_BLOCK = 1024 * 1024
 
 
 class MarkupError(ValueError):
@@ -115,18 +120,25 @@ def html_to_text(markup: str) -> tuple[str, list[tuple[int, str]], str | None]:
 
 
 def docx_to_text(data: bytes) -> tuple[str, list[tuple[int, str]], str | None]:
-    """(text, headings, title) of a DOCX file: paragraphs, tables as rows, Heading/Title styles."""
+    """(text, headings, title) of a DOCX file: paragraphs, tables as rows, Heading/Title styles.
+
+    Every part is read through :func:`_read_part`, which refuses parts that inflate beyond their
+    cap (zip bombs), so a hostile file is skipped with a reason instead of filling the memory.
+    """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        info = archive.getinfo("word/document.xml")
-    except (zipfile.BadZipFile, KeyError) as exc:
+    except zipfile.BadZipFile as exc:
         raise MarkupError(f"not a DOCX file or corrupt ({exc})") from exc
-    if info.file_size > MAX_DOCX_XML_BYTES:
-        raise MarkupError(f"document.xml inflates to {info.file_size:,} bytes; refused")
-    try:
-        root = ElementTree.fromstring(archive.read(info))
-    except (ElementTree.ParseError, zipfile.BadZipFile, OSError) as exc:
-        raise MarkupError(f"corrupt DOCX ({exc})") from exc
+    with archive:
+        try:
+            info = archive.getinfo("word/document.xml")
+        except KeyError as exc:
+            raise MarkupError(f"not a DOCX file or corrupt ({exc})") from exc
+        try:
+            root = ElementTree.fromstring(_read_part(archive, info, MAX_DOCX_XML_BYTES))
+        except ElementTree.ParseError as exc:
+            raise MarkupError(f"corrupt DOCX ({exc})") from exc
+        title = _docx_title(archive)
     out = _TextBuilder()
     body = root.find(f"{_W}body")
     for block in body if body is not None else []:
@@ -142,7 +154,30 @@ def docx_to_text(data: bytes) -> tuple[str, list[tuple[int, str]], str | None]:
                     for cell in row.iter(f"{_W}tc")
                 ]
                 out.add(" | ".join(c for c in cells if c))
-    return out.text(), out.headings, _docx_title(archive)
+    return out.text(), out.headings, title
+
+
+def _read_part(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """The inflated bytes of one archive member, refused (MarkupError) beyond ``limit`` bytes.
+
+    The size in the zip headers is checked first, then enforced while inflating, because
+    headers can lie: memory never holds much more than ``limit`` bytes of a part.
+    """
+    refused = f"{info.filename} inflates to more than {limit:,} bytes (a zip bomb?); refused"
+    if info.file_size > limit:
+        raise MarkupError(refused)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with archive.open(info) as fh:
+            while piece := fh.read(min(_READ_BLOCK, limit + 1 - size)):
+                size += len(piece)
+                if size > limit:
+                    raise MarkupError(refused)
+                parts.append(piece)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+        raise MarkupError(f"corrupt DOCX: cannot read {info.filename} ({exc})") from exc
+    return b"".join(parts)
 
 
 def _paragraph_text(p: ElementTree.Element) -> str:
@@ -159,8 +194,14 @@ def _paragraph_text(p: ElementTree.Element) -> str:
 
 def _docx_title(archive: zipfile.ZipFile) -> str | None:
     try:
-        core = ElementTree.fromstring(archive.read("docProps/core.xml"))
-    except (KeyError, ElementTree.ParseError, zipfile.BadZipFile):
+        info = archive.getinfo("docProps/core.xml")
+    except KeyError:
+        return None
+    # Metadata is optional: an unparsable part only costs the title, but an oversized one is a
+    # zip bomb, and _read_part's MarkupError skips the whole file.
+    try:
+        core = ElementTree.fromstring(_read_part(archive, info, MAX_DOCX_META_BYTES))
+    except ElementTree.ParseError:
         return None
     title = core.find(f"{_DC}title")
     return title.text.strip() if title is not None and title.text and title.text.strip() else None

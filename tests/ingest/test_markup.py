@@ -112,3 +112,80 @@ def test_docx_sections_reach_the_chunks(tmp_path: Path) -> None:
     assert any(sec == "Outlook" for t, sec in by_text.items() if "Flat." in t)
     for c in chunks:
         assert page.text[c.start : c.end] == c.text
+
+
+def _zip_bomb_docx(path: Path, inflated: int = 200 * 1024 * 1024) -> Path:
+    """A valid DOCX whose docProps/core.xml inflates to ``inflated`` bytes (about 200 KB packed)."""
+    make_docx(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist() if n != "docProps/core.xml"}
+    block = b"\0" * (1024 * 1024)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+        with z.open("docProps/core.xml", "w") as fh:  # streamed: the bomb is never in memory
+            for _ in range(inflated // len(block)):
+                fh.write(block)
+    return path
+
+
+def _lie_about_size(path: Path, member: str, size: int) -> None:
+    """Rewrite the central directory so that ``member`` claims to inflate to ``size`` bytes."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = int.from_bytes(data[at + 28 : at + 30], "little")
+        if data[at + 46 : at + 46 + name_len] == name:
+            data[at + 24 : at + 28] = size.to_bytes(4, "little")
+        at = data.find(b"PK\x01\x02", at + 46)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("lying_header", [False, True])
+def test_docx_with_zip_bomb_metadata_is_skipped_in_small_memory(
+    tmp_path: Path, lying_header: bool
+) -> None:
+    import tracemalloc
+
+    path = _zip_bomb_docx(tmp_path / "bomb.docx")
+    assert path.stat().st_size < 2 * 1024 * 1024
+    if lying_header:
+        # Headers can lie: the cap must hold while inflating, not only on the declared size.
+        _lie_about_size(path, "docProps/core.xml", 1000)
+    data = path.read_bytes()
+    tracemalloc.start()
+    try:
+        with pytest.raises(LoadError, match=r"docProps/core\.xml|corrupt DOCX"):
+            load(path, data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, f"peak {peak:,} bytes while reading a 200 MB part"
+
+
+def test_docx_with_oversized_metadata_names_the_part(tmp_path: Path) -> None:
+    path = _zip_bomb_docx(tmp_path / "bomb.docx", inflated=8 * 1024 * 1024)
+    with pytest.raises(LoadError, match=r"docProps/core\.xml inflates to more than .* refused"):
+        load(path, path.read_bytes())
+
+
+def test_docx_archive_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ZipFile opened on the DOCX is closed when loading returns or fails (a spy on the real
+    ZipFile records the instances)."""
+    opened: list[zipfile.ZipFile] = []
+
+    class Recording(zipfile.ZipFile):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            opened.append(self)
+
+    good = make_docx(tmp_path / "report.docx")
+    bad = _zip_bomb_docx(tmp_path / "bomb.docx", inflated=8 * 1024 * 1024)
+    monkeypatch.setattr("ingest.markup.zipfile.ZipFile", Recording)
+    assert docx_to_text(good.read_bytes())[2] == "Quarterly report"
+    assert len(opened) == 1 and opened[0].fp is None  # ZipFile.close() drops its file object
+    with pytest.raises(LoadError):
+        load(bad, bad.read_bytes())
+    assert len(opened) == 2
+    assert all(z.fp is None for z in opened)
