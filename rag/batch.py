@@ -42,9 +42,14 @@ def prepare_many(parts: Any, inputs: Sequence[dict[str, Any]]) -> list[dict[str,
     return prepared
 
 
-def to_send(prepared: Sequence[dict[str, Any] | Exception]) -> list[int]:
-    """Indices of the questions that need the model (prepared, with at least one passage)."""
-    return [i for i, p in enumerate(prepared) if isinstance(p, dict) and p["packed"].passages]
+def to_send(parts: Any, prepared: Sequence[dict[str, Any] | Exception]) -> list[int]:
+    """Indices of the questions that need the model.
+
+    A question abstains without the model by the same decision as ``ask`` and ``stream``
+    (``parts.abstains``: no passage, or none reaching ``abstain_below``), so that one question
+    gets the same ``abstained`` whichever way it is asked.
+    """
+    return [i for i, p in enumerate(prepared) if isinstance(p, dict) and not parts.abstains(p)]
 
 
 def batch_config(concurrency: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ the same steps with the chat model's token stream in between.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,9 @@ class ChainParts:
     prepare: Runnable[dict[str, Any], dict[str, Any]]
     parse: Runnable[dict[str, Any], Answer]
     full: Runnable[dict[str, Any], Answer]
+    # The one "abstain without asking the model" decision for a prepared input, bound to the
+    # call's threshold, so that ask, stream and ask_many/aask_many abstain alike.
+    abstains: Callable[[dict[str, Any]], bool]
 
 
 def build_chain(
@@ -71,12 +74,16 @@ def build_chain(
         passages=RunnableLambda(lambda x: x.get("query") or x["question"]) | retriever
     ) | RunnableLambda(do_pack)
     parse: Runnable[dict[str, Any], Answer] = RunnableLambda(do_parse)
+
+    def abstains(prepared: dict[str, Any]) -> bool:
+        return weak_evidence(prepared["packed"], abstain_below)
+
     generate = RunnablePassthrough.assign(
-        message=RunnableLambda(
-            lambda x: _answer_or_abstain(x, chat_model, templates, abstain_below)
-        )
+        message=RunnableLambda(lambda x: _answer_or_abstain(x, chat_model, templates, abstains))
     )
-    return ChainParts(prepare=prepare, parse=parse, full=prepare | generate | parse)
+    return ChainParts(
+        prepare=prepare, parse=parse, full=prepare | generate | parse, abstains=abstains
+    )
 
 
 def weak_evidence(packed: PackedPrompt, abstain_below: float | None) -> bool:
@@ -94,12 +101,12 @@ def _answer_or_abstain(
     inputs: dict[str, Any],
     chat_model: BaseChatModel,
     templates: PromptTemplates,
-    abstain_below: float | None,
+    abstains: Callable[[dict[str, Any]], bool],
 ) -> BaseMessage:
     """Weak evidence means nothing to ground an answer on: abstain without asking the model."""
-    packed: PackedPrompt = inputs["packed"]
-    if weak_evidence(packed, abstain_below):
+    if abstains(inputs):
         return AIMessage(content=templates.abstain_phrase)
+    packed: PackedPrompt = inputs["packed"]
     return chat_model.invoke(packed.messages)
 
 

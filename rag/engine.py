@@ -157,8 +157,6 @@ class RAG:
         """Like :meth:`ask`, but yields the answer text as it is generated."""
         from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-        from rag.chain import weak_evidence
-
         settings = self._settings_for(overrides)
         parts = self._chain(settings, filters)
         state: dict[str, Any] = {}
@@ -166,7 +164,7 @@ class RAG:
         def pieces() -> Iterator[str]:
             prepared = parts.prepare.invoke(_inputs(question, history, instructions, query))
             state["prepared"] = prepared
-            if weak_evidence(prepared["packed"], settings.abstain_below):
+            if parts.abstains(prepared):
                 state["message"] = AIMessage(content=self._templates().abstain_phrase)
                 yield state["message"].content
                 return
@@ -208,7 +206,7 @@ class RAG:
         settings = self._settings_for(overrides)
         parts = self._chain(settings, filters)
         prepared = batch.prepare_many(parts, [_inputs(q, (), (), None) for q in questions])
-        pending = batch.to_send(prepared)
+        pending = batch.to_send(parts, prepared)
         model = self.backend.chat_model(settings)
         messages = batch.generate(model, prepared, pending, concurrency)
         abstain = self._templates().abstain_phrase
@@ -232,7 +230,7 @@ class RAG:
         parts = self._chain(settings, filters)
         inputs = [_inputs(q, (), (), None) for q in questions]
         prepared = await asyncio.to_thread(batch.prepare_many, parts, inputs)
-        pending = batch.to_send(prepared)
+        pending = batch.to_send(parts, prepared)
         model = self.backend.chat_model(settings)
         messages = await batch.agenerate(model, prepared, pending, concurrency)
         abstain = self._templates().abstain_phrase

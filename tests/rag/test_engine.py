@@ -96,3 +96,39 @@ def test_prepare_shows_the_exact_prompt(rag: RAG) -> None:
     assert QUESTION in str(packed.messages[-1].content)
     assert "Passage [1]" in str(packed.messages[-1].content)
     assert packed.prompt_tokens == rag.backend.count_tokens(packed.messages)
+
+
+@pytest.mark.slow
+def test_ask_stream_and_ask_many_abstain_alike(rag: RAG) -> None:
+    """One question gets the same ``abstained`` from ask, stream, ask_many and aask_many."""
+    import asyncio
+
+    unrelated = "What is the capital of Peru?"
+    # A threshold between the two questions' best cosine similarities, read from the index, so
+    # that the unrelated question has weak evidence and the answerable one does not.
+    weak = max(p.dense_score or 0.0 for p in rag.retrieve(unrelated, k=4))
+    strong = max(p.dense_score or 0.0 for p in rag.retrieve(QUESTION, k=4))
+    assert weak < strong
+    calls = {"top_k": 4, "max_tokens": 16, "abstain_below": (weak + strong) / 2}
+
+    streamed = {}
+    for q in (unrelated, QUESTION):
+        stream = rag.stream(q, **calls)
+        list(stream)
+        assert stream.answer is not None
+        streamed[q] = stream.answer
+    asked = {q: rag.ask(q, **calls) for q in (unrelated, QUESTION)}
+    many = rag.ask_many([unrelated, QUESTION], concurrency=2, **calls)
+    amany = asyncio.run(rag.aask_many([unrelated, QUESTION], concurrency=2, **calls))
+    for how, answers in {
+        "ask": [asked[unrelated], asked[QUESTION]],
+        "stream": [streamed[unrelated], streamed[QUESTION]],
+        "ask_many": many,
+        "aask_many": amany,
+    }.items():
+        off, on = answers
+        assert isinstance(off, Answer) and isinstance(on, Answer), (how, off, on)
+        assert off.abstained, f"{how} answered a question with weak evidence: {off.answer!r}"
+        # Abstained before asking the model, as the threshold requires.
+        assert off.usage.completion_tokens == 0, how
+        assert not on.abstained, f"{how} abstained on an answerable question: {on.answer!r}"
