@@ -24,6 +24,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import ConfigError
+from rag.tokens import tokenizer_name
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ def load_squad(path: str | Path) -> tuple[dict[str, str], list[Question]]:
     contexts: dict[str, str] = {}
     questions: list[Question] = []
     for a, article in enumerate(data):
-        for p, para in enumerate(article["paragraphs"]):
+        paragraphs = article["paragraphs"]
+        for p, para in enumerate(paragraphs):
             context = para["context"]
-            source = str(para.get("document_id") or article.get("title") or f"{a}-{p}")
+            source = _paragraph_source(article, para, a, p, len(paragraphs), contexts)
             contexts[source] = context
             for qa in para["qas"]:
                 texts, spans = [], []
@@ -72,6 +74,21 @@ def load_squad(path: str | Path) -> tuple[dict[str, str], list[Question]]:
                     )
                 )
     return contexts, questions
+
+
+def _paragraph_source(
+    article: dict[str, Any], para: dict[str, Any], a: int, p: int, n: int, seen: dict[str, str]
+) -> str:
+    """A document name of its own for every paragraph, so that it is its question's gold passage.
+
+    SQuAD v1.1/v2.0 articles hold many paragraphs under one title and no ``document_id``; keyed
+    by title alone they would overwrite each other. A lone paragraph keeps its article's name.
+    """
+    base = str(para.get("document_id") or article.get("title") or a)
+    source = base if n == 1 else f"{base}#p{p}"
+    if source in seen and seen[source] != para["context"]:
+        source = f"{source}#{a}-{p}"  # titles (or document ids) repeated across articles
+    return source
 
 
 def normalize_answer(s: str) -> str:
@@ -114,7 +131,9 @@ def evaluate_squad(
 
     contexts, questions = load_squad(path)
     h = hashlib.sha256(Path(path).read_bytes())
-    for key in ("embedder", "tokenizer", "chunk_tokens", "chunk_overlap"):
+    # "paragraphs": indexes built before every paragraph became a document of its own are stale.
+    h.update(f"|documents=paragraphs|tokenizer={tokenizer_name(settings)}".encode())
+    for key in ("embedder", "chunk_tokens", "chunk_overlap"):
         h.update(f"|{key}={getattr(settings, key)}".encode())
     index = (
         index_dir or settings.cache_dir / "eval" / f"squad-{Path(path).stem}-{h.hexdigest()[:12]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from rag.cli import main
 from rag.evaluation import mrr_at, ndcg_at, recall_at
+from rag.evaluation_squad import load_squad
 from tests.conftest import SHARED_DATA
 
 SCIFACT = SHARED_DATA / "scifact" / "derived_beir_style"
@@ -103,3 +105,93 @@ def test_squad_eval_reports_answer_and_citation_metrics(
     for key in ("exact_match", "f1", "abstention_recall", "abstained_on_answerable"):
         assert 0.0 <= m[key] <= 1.0
     assert m["citation_precision"] is None or 0.0 <= m["citation_precision"] <= 1.0
+
+
+def _para(context: str, *qas: tuple[str, str | None, str]) -> dict[str, object]:
+    """A SQuAD v2.0 paragraph; ``(question, answer or None when unanswerable, plausible)``."""
+    out = []
+    for i, (question, answer, plausible) in enumerate(qas):
+        qid = f"{hashlib.sha256(context.encode()).hexdigest()[:8]}-{i}"
+        if answer is None:
+            span = {"text": plausible, "answer_start": context.find(plausible)}
+            out.append({"question": question, "id": qid, "answers": [],
+                        "plausible_answers": [span], "is_impossible": True})  # fmt: skip
+        else:
+            span = {"text": answer, "answer_start": context.find(answer)}
+            out.append({"question": question, "id": qid, "answers": [span],
+                        "is_impossible": False})  # fmt: skip
+    return {"context": context, "qas": out}
+
+
+@pytest.fixture(scope="module")
+def squad_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SQuAD v2.0 layout: several paragraphs per title, no document_id, unanswerable questions."""
+    data = [
+        {"title": "Lighthouse", "paragraphs": [
+            _para("The Bell Rock Lighthouse stands off the coast of Angus, Scotland. It was "
+                  "built between 1807 and 1810 by Robert Stevenson.",
+                  ("Who built the Bell Rock Lighthouse?", "Robert Stevenson", ""),
+                  ("Who painted the Bell Rock Lighthouse?", None, "Robert Stevenson")),
+            _para("Its light was first lit on 1 February 1811. The keepers lived in the tower, "
+                  "which is 35 metres tall.",
+                  ("How tall is the tower of the lighthouse?", "35 metres", "")),
+            _para("Automation came in 1988, when the last keepers left the rock and the lamp "
+                  "began to run without anyone on station.",
+                  ("When was the lighthouse automated?", "1988", "")),
+        ]},
+        {"title": "Sourdough", "paragraphs": [
+            _para("Sourdough bread is leavened by a starter of wild yeast and lactic acid "
+                  "bacteria instead of baker's yeast.",
+                  ("What leavens sourdough bread?", "a starter of wild yeast and lactic acid "
+                   "bacteria", "")),
+            _para("A starter is fed with flour and water every day and kept at about 24 degrees "
+                  "Celsius.",
+                  ("At what temperature is a starter kept?", "about 24 degrees Celsius", ""),
+                  ("At what temperature is sourdough baked?", None, "24 degrees Celsius")),
+        ]},
+    ]  # fmt: skip
+    path = tmp_path_factory.mktemp("squad2") / "dev-v2.0.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def test_squad_paragraphs_of_one_title_are_documents_of_their_own(squad_v2: Path) -> None:
+    contexts, questions = load_squad(squad_v2)
+    raw = json.loads(squad_v2.read_text())["data"]
+    paragraphs = [p["context"] for article in raw for p in article["paragraphs"]]
+    assert sorted(contexts.values()) == sorted(paragraphs)  # one document per paragraph
+    assert len(questions) == 7
+    by_source = dict(contexts)
+    for article in raw:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                q = next(q for q in questions if q.qid == qa["id"])
+                # Every question keeps its own paragraph as the gold passage.
+                assert by_source[q.source] == para["context"]
+                assert q.impossible == qa["is_impossible"]
+                if not q.impossible:
+                    start, end = q.spans[0]
+                    assert para["context"][start:end] == q.answers[0]
+                else:
+                    assert q.answers == ()
+
+
+@pytest.mark.slow
+def test_squad_v2_eval_indexes_every_paragraph(
+    squad_v2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag.store import Store
+
+    index = tmp_path / "idx"
+    argv = ["eval", "--squad", str(squad_v2), "--index", str(index), "--json",
+            "--max-tokens", "16"]  # fmt: skip
+    assert main(argv) == 0
+    m = json.loads(capsys.readouterr().out)["hybrid"]
+    assert m["queries"] == 7
+    assert m["abstention_recall"] is not None  # the unanswerable questions were counted as such
+    with Store.open(index) as store:
+        sources = sorted(d.source for d in store.documents())
+    contexts, _ = load_squad(squad_v2)
+    assert sources == sorted(contexts) and len(sources) == 5
+    # Five short paragraphs and four passages per question: the gold paragraph is retrieved.
+    assert m["hit@4"] == 1.0, m
