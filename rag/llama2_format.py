@@ -7,7 +7,10 @@ BOS in front; a completed turn (question and answer) also gets EOS::
     <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
 
 It is used by the completions API path (``llm_api = "completions"``), where the prompt is rendered
-here and sent as plain text, so the server must not apply a chat template of its own as well.
+here and sent as plain text, so the server must not apply a chat template of its own as well. The
+text of every message is neutralised first (:func:`rag.prompt_safety.neutralise`): the server parses
+``<s>`` and ``</s>`` in the text as BOS and EOS, so a passage must not be able to write them, nor
+``[INST]`` or ``<<SYS>>``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from langchain_core.messages import BaseMessage
+
+from rag.prompt_safety import neutralise
 
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
@@ -45,7 +50,8 @@ def _role_and_content(message: Message) -> tuple[str, str]:
     if role is None:
         kind = message.type if isinstance(message, BaseMessage) else message["role"]
         raise ValueError(f"Llama 2-chat has no role for a {kind!r} message")
-    return role, str(content)
+    # Only the markers added below may open or close a turn.
+    return role, neutralise(str(content))
 
 
 def turns(messages: Sequence[Message]) -> list[Turn]:

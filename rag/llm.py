@@ -9,9 +9,8 @@ tokenizer, the server through /v1/chat/completions), so a request is templated e
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import Any, ClassVar, Protocol, Self
 
@@ -23,6 +22,8 @@ from pydantic import ConfigDict, Field
 
 from rag.config import Settings
 from rag.errors import LLMUnavailable, ModelUnavailable
+from rag.prompt_safety import neutralise
+from rag.repetition import guard_stream
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ class GenerationParams(Protocol):
 
 # Small models run on into an invented next turn; these end the answer where a turn would start.
 DEFAULT_STOP = ("\nQuestion:", "\nPassage [")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class LLMBackend(Protocol):
@@ -54,14 +54,20 @@ class LLMBackend(Protocol):
     def chat_model(self, settings: Settings) -> BaseChatModel: ...
 
 
-def to_role_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+def to_role_dicts(
+    messages: Sequence[BaseMessage], special_tokens: Iterable[str] = ()
+) -> list[dict[str, str]]:
+    """``messages`` as role dicts for a chat template, each content neutralised so that text
+    from documents, questions or history cannot add turns (:func:`rag.prompt_safety.neutralise`;
+    ``special_tokens``: the model's own, when known)."""
     roles = {"system": "system", "human": "user", "ai": "assistant"}
+    special = list(special_tokens)
     out = []
     for m in messages:
         role = roles.get(m.type)
         if role is None:
             raise ValueError(f"unsupported message type {m.type!r}")
-        out.append({"role": role, "content": str(m.content)})
+        out.append({"role": role, "content": neutralise(str(m.content), special)})
     return out
 
 
@@ -97,7 +103,7 @@ class ChatTemplateTokens:
 
     def encode_messages(self, messages: Sequence[BaseMessage]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
-            to_role_dicts(messages), add_generation_prompt=True, tokenize=True
+            to_role_dicts(messages, self.special_tokens), add_generation_prompt=True, tokenize=True
         )
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
@@ -105,6 +111,16 @@ class ChatTemplateTokens:
 
     def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
         return len(self.encode_messages(messages))
+
+    @cached_property
+    def special_tokens(self) -> list[str]:
+        """The tokenizer's special-token strings, which message text must not be able to write."""
+        tok = self.tokenizer
+        names = set(getattr(tok, "all_special_tokens", ()))
+        for added in getattr(tok, "added_tokens_decoder", {}).values():
+            if getattr(added, "special", False):
+                names.add(str(added.content))
+        return sorted(names)
 
 
 class EmbeddedBackend(ChatTemplateTokens):
@@ -216,7 +232,9 @@ class EmbeddedBackend(ChatTemplateTokens):
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         try:
-            yield from _trim(streamer, stop, halt)
+            # Small models loop on one sentence or run on into an invented next turn: both are
+            # cut, and ``halt`` stops the generator spending time on them.
+            yield from guard_stream(streamer, stop, halt)
         finally:
             halt.set()  # also when the caller stops reading early
             worker.join()
@@ -236,46 +254,6 @@ class _Halt:
         import torch
 
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
-
-
-def _trim(pieces: Iterator[str], stop: Sequence[str], halt: threading.Event) -> Iterator[str]:
-    """Pass generated text through, ending it at a stop string or where a sentence repeats.
-
-    Small models tend to loop on one sentence or run on into an invented next turn; both are cut,
-    and ``halt`` tells the generator to stop spending time on them. Text is released a sentence
-    at a time, so nothing already shown ever has to be taken back.
-    """
-    buffer = ""
-    seen: set[str] = set()
-    for piece in pieces:
-        buffer += piece
-        cut = min((i for s in stop if (i := buffer.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            buffer = buffer[:cut]
-            halt.set()
-        parts = _SENTENCE_END.split(buffer)
-        # Everything but the last part is a complete sentence (with its separator).
-        complete_end = 0
-        for m in _SENTENCE_END.finditer(buffer):
-            sentence = buffer[complete_end : m.start()].strip()
-            key = " ".join(sentence.lower().split())
-            if key and key in seen:
-                halt.set()
-                out = buffer[:complete_end]
-                if out.strip():
-                    yield out.rstrip()
-                return
-            if key:
-                seen.add(key)
-            complete_end = m.end()
-        del parts
-        if complete_end:
-            yield buffer[:complete_end]
-            buffer = buffer[complete_end:]
-        if halt.is_set():
-            break
-    if buffer.strip() and " ".join(buffer.lower().split()) not in seen:
-        yield buffer.rstrip()
 
 
 class InProcessChatModel(BaseChatModel):

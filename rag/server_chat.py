@@ -7,7 +7,8 @@
 
 Both stream, turn failures into :class:`~rag.errors.LLMUnavailable` naming the URL, and end an
 answer where the model starts repeating a sentence (:class:`rag.repetition.RepetitionGuard`),
-closing the request so that the server stops generating.
+closing the request so that the server stops generating. Neither lets message text write the chat
+template's markers (:func:`rag.prompt_safety.neutralise`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
@@ -28,6 +29,7 @@ from pydantic import ConfigDict, Field
 
 from rag.llm import DEFAULT_STOP
 from rag.openai_server import server_errors
+from rag.prompt_safety import neutralise
 from rag.repetition import RepetitionGuard
 
 
@@ -53,8 +55,10 @@ def _usage_chunk(usage: dict[str, Any], metadata: dict[str, Any]) -> ChatGenerat
 class _StreamGuard:
     """The state both stream guards share: the repetition guard, usage and metadata seen."""
 
-    def __init__(self) -> None:
-        self.guard = RepetitionGuard()
+    def __init__(self, stop: Sequence[str] = ()) -> None:
+        # The server ends the answer at the stop strings already; ending it here too keeps the
+        # streamed pieces the same as the embedded model's (and guards servers that ignore them).
+        self.guard = RepetitionGuard(stop)
         self.usage: dict[str, Any] | None = None
         self.metadata: dict[str, Any] = {}
 
@@ -81,11 +85,13 @@ class _StreamGuard:
 
 
 def _guard_chunks(
-    chunks: Iterator[ChatGenerationChunk], count_usage: Callable[[str], dict[str, int]]
+    chunks: Iterator[ChatGenerationChunk],
+    count_usage: Callable[[str], dict[str, int]],
+    stop: Sequence[str] = (),
 ) -> Iterator[ChatGenerationChunk]:
     """Stream ``chunks`` token by token until the model repeats a sentence; then stop reading
     (closing the request, so the server stops generating) and report the usage."""
-    state = _StreamGuard()
+    state = _StreamGuard(stop)
     try:
         for chunk in chunks:
             if (out := state.take(chunk)) is not None:
@@ -103,12 +109,14 @@ def _guard_chunks(
 
 
 async def _aguard_chunks(
-    chunks: AsyncIterator[ChatGenerationChunk], count_usage: Callable[[str], dict[str, int]]
+    chunks: AsyncIterator[ChatGenerationChunk],
+    count_usage: Callable[[str], dict[str, int]],
+    stop: Sequence[str] = (),
 ) -> AsyncIterator[ChatGenerationChunk]:
     """The async form of :func:`_guard_chunks`."""
     import asyncio
 
-    state = _StreamGuard()
+    state = _StreamGuard(stop)
     try:
         async for chunk in chunks:
             if (out := state.take(chunk)) is not None:
@@ -150,6 +158,22 @@ class ServerChatModel(ChatOpenAI):
     def _url(self) -> str:
         return str(self.openai_api_base)
 
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # Every request body is built here; the server applies the chat template to it, so no
+        # message may carry the template's own markers (counted alike by to_role_dicts).
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        for message in payload.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, str):
+                message["content"] = neutralise(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        part["text"] = neutralise(part["text"])
+        return payload
+
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
         # Only reached when streaming is switched off for a call; invoke() streams otherwise.
         with server_errors(self._url):
@@ -168,7 +192,8 @@ class ServerChatModel(ChatOpenAI):
     ) -> Iterator[ChatGenerationChunk]:
         with server_errors(self._url):
             upstream = super()._stream(messages, stop, None, **kwargs)
-            yield from _guard_chunks(upstream, _counter(self.backend, messages))
+            stops = stop or self.stop or DEFAULT_STOP
+            yield from _guard_chunks(upstream, _counter(self.backend, messages), stops)
 
     async def _astream(
         self,
@@ -179,7 +204,8 @@ class ServerChatModel(ChatOpenAI):
     ) -> AsyncIterator[ChatGenerationChunk]:
         with server_errors(self._url):
             upstream = super()._astream(messages, stop, None, **kwargs)
-            async for chunk in _aguard_chunks(upstream, _counter(self.backend, messages)):
+            stops = stop or self.stop or DEFAULT_STOP
+            async for chunk in _aguard_chunks(upstream, _counter(self.backend, messages), stops):
                 yield chunk
 
 
@@ -233,7 +259,8 @@ class Llama2CompletionsModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prompt = self.backend.prompt_text(messages)
-        pieces = self.llm.stream(prompt, stop=stop or list(DEFAULT_STOP), **kwargs)
+        stops = stop or list(DEFAULT_STOP)
+        pieces = self.llm.stream(prompt, stop=stops, **kwargs)
 
         def upstream() -> Iterator[ChatGenerationChunk]:
             try:
@@ -247,7 +274,7 @@ class Llama2CompletionsModel(BaseChatModel):
         # The completions stream carries no usage: it is always counted with the server's
         # tokenizer (the prompt exactly as sent, the answer as kept).
         with server_errors(self.backend.base_url):
-            yield from _guard_chunks(upstream(), _counter(self.backend, messages))
+            yield from _guard_chunks(upstream(), _counter(self.backend, messages), stops)
 
     async def _astream(
         self,
@@ -257,7 +284,8 @@ class Llama2CompletionsModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         prompt = self.backend.prompt_text(messages)
-        pieces = self.llm.astream(prompt, stop=stop or list(DEFAULT_STOP), **kwargs)
+        stops = stop or list(DEFAULT_STOP)
+        pieces = self.llm.astream(prompt, stop=stops, **kwargs)
 
         async def upstream() -> AsyncIterator[ChatGenerationChunk]:
             try:
@@ -269,5 +297,5 @@ class Llama2CompletionsModel(BaseChatModel):
                 await pieces.aclose()
 
         with server_errors(self.backend.base_url):
-            async for chunk in _aguard_chunks(upstream(), _counter(self.backend, messages)):
+            async for chunk in _aguard_chunks(upstream(), _counter(self.backend, messages), stops):
                 yield chunk

@@ -1,14 +1,18 @@
-"""Server answers end where the model starts repeating itself, while still streaming token by token."""
+"""Answers end where the model starts repeating itself or runs on into an invented next turn,
+while still streaming token by token: the server's streams and the embedded model's alike."""
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 
+import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from rag.repetition import RepetitionGuard
+from rag.llm import DEFAULT_STOP
+from rag.repetition import RepetitionGuard, guard_stream
 from rag.server_chat import _guard_chunks
 
 LOOP = "It is 4096 tokens long. It is 4096 tokens long. It is 4096 tokens long. It is"
@@ -94,3 +98,53 @@ def test_guarded_stream_keeps_the_servers_usage_when_complete() -> None:
     assert isinstance(last, AIMessageChunk) and last.usage_metadata is not None
     assert last.usage_metadata["total_tokens"] == 16
     assert "".join(str(c.message.content) for c in chunks) == "Short answer [1]."
+
+
+def embedded(pieces: list[str], stop: tuple[str, ...] = DEFAULT_STOP) -> tuple[list[str], bool]:
+    """What the embedded backend streams for generated ``pieces`` (EmbeddedBackend.generate
+    passes the model's streamer through guard_stream), and whether it halted generation."""
+    halt = threading.Event()
+    return list(guard_stream(iter(pieces), stop, halt)), halt.is_set()
+
+
+def served(text: str) -> list[str]:
+    """What a server's stream yields for the same text (the usage chunk left out)."""
+    chunks = _guard_chunks(_chunks(text, [], usage=True), lambda t: {}, DEFAULT_STOP)
+    return [str(c.message.content) for c in chunks if c.message.content]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        LOOP + " more" * 50,
+        "One fact. One fact",
+        "A cat sat. A cat ran away. Done.",
+        "Attention replaces recurrence [1].\nIt uses eight heads.\nIt uses eight heads.\nMore.",
+    ],
+)
+def test_both_backends_trim_the_same_text_the_same_way(text: str) -> None:
+    pieces, halted = embedded(tokens(text))
+    assert pieces == served(text)
+    _, guard = run(text)
+    assert "".join(pieces).rstrip() == guard.text.rstrip()
+    assert halted == guard.done
+
+
+def test_a_stop_string_split_across_pieces_ends_the_answer() -> None:
+    """Streamers release text at whitespace, so the newline of "\nQuestion:" arrives on its own."""
+    pieces, halted = embedded(["The window is 4096 tokens [1].", "\n", "Question", ":", " Why?"])
+    assert halted
+    assert "".join(pieces) == "The window is 4096 tokens [1]."
+    # Only the newline that might have begun a stop string was held back, nothing before it.
+    assert pieces[0] == "The window is 4096 tokens [1]."
+
+
+def test_text_that_only_starts_like_a_stop_string_is_released() -> None:
+    pieces, halted = embedded(["Line one.", "\n", "Questions", " remain", "."])
+    assert not halted
+    assert "".join(pieces) == "Line one.\nQuestions remain."
+
+
+def test_a_stop_string_inside_a_piece_cuts_there() -> None:
+    pieces, halted = embedded(["It is 4096 [1].\nPassage [2] says", " more."])
+    assert halted and "".join(pieces) == "It is 4096 [1]."
