@@ -1,8 +1,8 @@
 """Fit passages, history and question into the model's context window, counted exactly.
 
 system + history + question + passages + max_tokens <= context window, measured with the
-backend's own token counter on the final messages, before anything is sent. History goes first
-(oldest turn first), then the lowest-ranked passages.
+backend's own token counter on the final messages, before anything is sent. Older history turns
+go first (oldest first), then the lowest-ranked passages, then the latest turn (see ``pack``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,21 @@ def pack(
     context_window: int,
     max_tokens: int,
 ) -> PackedPrompt:
-    """The largest prompt that fits: all of ``passages`` if possible, else a ranked prefix."""
+    """The largest prompt that fits: all of ``history`` and ``passages`` if possible.
+
+    When they do not all fit, parts are dropped in this order, each step only as far as needed:
+
+    1. history turns, oldest first, one at a time, with every passage in place, down to the
+       latest turn;
+    2. the lowest-ranked passages, down to one, keeping the latest turn;
+    3. the latest turn, after which the largest ranked prefix of passages that fits without
+       history is kept (it may be longer than in step 2, and may be empty);
+    4. if even the system prompt, instructions and question alone do not fit: PromptTooLong.
+
+    So the latest turn is kept whenever it fits beside at least one passage: a follow-up such
+    as "and in French?" means nothing without it. The system prompt (with the standing
+    instructions) and the question are never dropped.
+    """
     budget = context_window - max_tokens
     if budget <= 0:
         raise PromptTooLong(
@@ -85,25 +99,34 @@ def pack(
         msgs = build_messages(templates, question, passages[:n_pass], kept, instructions)
         return msgs, count_tokens(msgs)
 
-    # 1. Trim history, oldest first, with every passage in place.
+    def largest_prefix(n_hist: int, lo: int) -> tuple[int, list[BaseMessage], int] | None:
+        """The most passages (at least ``lo``) that fit beside the latest ``n_hist`` turns."""
+        hi, best = len(passages), None
+        while lo <= hi:  # binary search: the token count grows with every passage
+            mid = (lo + hi) // 2
+            msgs, used = attempt(n_hist, mid)
+            if used <= budget:
+                best, lo = (mid, msgs, used), mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    # 1. Drop history turns, oldest first, one at a time, with every passage in place.
     n_hist = len(history)
     msgs, used = attempt(n_hist, len(passages))
-    while used > budget and n_hist > 0:
+    while used > budget and n_hist > 1:
         n_hist -= 1
         msgs, used = attempt(n_hist, len(passages))
     if used <= budget:
         return PackedPrompt(msgs, list(passages), n_hist, used, budget)
-    # 2. Drop the lowest-ranked passages: binary search on the largest prefix that fits.
-    lo, hi = 0, len(passages) - 1
-    best: tuple[int, list[BaseMessage], int] | None = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        msgs, used = attempt(0, mid)
-        if used <= budget:
-            best = (mid, msgs, used)
-            lo = mid + 1
-        else:
-            hi = mid - 1
+    # 2. Keep the latest turn; drop the lowest-ranked passages down to one.
+    if n_hist == 1 and passages:
+        kept = largest_prefix(1, lo=1)
+        if kept is not None:
+            n, msgs, used = kept
+            return PackedPrompt(msgs, list(passages[:n]), 1, used, budget)
+    # 3. No history: the largest ranked prefix of passages that fits.
+    best = largest_prefix(0, lo=0)
     if best is None:
         _, used = attempt(0, 0)
         raise PromptTooLong(
