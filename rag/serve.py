@@ -35,6 +35,7 @@ MAKE_HINT = (
 # when other processes use more than the rest. 1 GiB holds about 45,000 tokens of SmolLM2-135M.
 CPU_KV_CACHE_BYTES = 1 << 30
 START_TIMEOUT = 600.0
+KILL_TIMEOUT = 120.0  # for killed processes to be gone; waits end as soon as they are
 
 
 def resolve_vllm_python(settings: Settings, cwd: Path | None = None) -> Path:
@@ -177,11 +178,11 @@ class VLLMServer:
             raise RuntimeError("start() the server first")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if (code := self.process.poll()) is not None:
                 tail = self.log_tail()
                 self.stop()
                 raise LLMUnavailable(
-                    f"The vLLM server exited with code {self.process.returncode} before it "
+                    f"The vLLM server exited with code {code} before it "
                     f"answered. Last lines of {self.log_path or 'its output'}:\n{tail}"
                 )
             try:
@@ -206,27 +207,21 @@ class VLLMServer:
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop the server and everything it started: SIGINT to the group (vLLM shuts down
-        cleanly on it), then SIGKILL to whatever is left after ``grace`` seconds."""
+        cleanly on it), then SIGKILL to whatever is left after ``grace`` seconds.
+
+        The process is forgotten at once, so a second call (the CLI's ``finally``, an atexit hook)
+        does nothing: once the server is reaped its process-group id may belong to another group.
+        """
         proc = self.process
         if proc is None:
             return
-        pgid = proc.pid  # the leader of its own session and group
-        if proc.poll() is None:
-            _signal_group(pgid, signal.SIGINT)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log.warning("vLLM server %d ignored SIGINT for %.0fs; killing it", pgid, grace)
-        # Engine and worker processes share the group; none may outlive the server.
-        _signal_group(pgid, signal.SIGKILL)
+        self.process = None
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            log.error("vLLM server %d did not exit after SIGKILL", pgid)
-        _wait_group_gone(pgid, timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+            _stop_group(proc, grace)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def __enter__(self) -> VLLMServer:
         if self.process is None:
@@ -240,6 +235,49 @@ class VLLMServer:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """End the process group that ``proc`` leads, then reap ``proc``.
+
+    While ``proc`` is unreaped (a zombie at worst) its id is still the group's id, so the group is
+    signalled only then; the leader is reaped last. A leader someone else already reaped (poll(),
+    wait()) leaves the id reserved only while members of its group live.
+    """
+    pgid = proc.pid  # the leader of its own session and group
+    if proc.returncode is None:
+        if not _exited_unreaped(proc.pid):
+            _signal_group(pgid, signal.SIGINT)
+            if not _wait_exit_unreaped(proc.pid, grace):
+                log.warning("vLLM server %d ignored SIGINT for %.0fs; killing it", pgid, grace)
+        # Engine and worker processes share the group; none may outlive the server. Freeing
+        # gigabytes of a killed engine can take a while on a busy machine: the limits are generous.
+        _signal_group(pgid, signal.SIGKILL)
+        _wait_group_gone(pgid, timeout=KILL_TIMEOUT)
+        try:
+            proc.wait(timeout=KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+            log.error("vLLM server %d did not exit after SIGKILL", pgid)
+    elif group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        _wait_group_gone(pgid, timeout=KILL_TIMEOUT)
+
+
+def _exited_unreaped(pid: int) -> bool:
+    """Whether child ``pid`` has exited, leaving it unreaped (its ids stay reserved)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # already reaped
+        return True
+
+
+def _wait_exit_unreaped(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _exited_unreaped(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def group_alive(pgid: int) -> bool:

@@ -77,6 +77,7 @@ def vllm_server(
         yield server
     finally:
         server.stop()
+        atexit.unregister(server.stop)  # stopped; a second stop() would do nothing anyway
 
 
 @pytest.fixture(scope="session")

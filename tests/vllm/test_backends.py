@@ -123,7 +123,7 @@ def test_server_command_and_start_errors(tmp_path: Path) -> None:
     crash.command = lambda: [sys.executable, "-c", "print('boom: no model'); raise SystemExit(3)"]  # type: ignore[method-assign]
     crash.start()
     with pytest.raises(LLMUnavailable, match="boom: no model"):
-        crash.wait_ready(timeout=30)
+        crash.wait_ready(timeout=600)  # returns as soon as the process exits
     assert not crash.running()
 
 
@@ -144,6 +144,59 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     assert pgid is not None
     server.stop(grace=2)
     assert not group_alive(pgid)
+
+
+def _record_group_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every os.killpg that rag.serve makes, recorded and then really sent."""
+    import os
+
+    import rag.serve
+
+    sent: list[tuple[int, int]] = []
+    real = os.killpg
+
+    def killpg(pgid: int, sig: int) -> None:
+        sent.append((pgid, sig))
+        real(pgid, sig)
+
+    monkeypatch.setattr(rag.serve.os, "killpg", killpg)
+    return sent
+
+
+def test_stopping_twice_signals_nothing_the_second_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() forgets the process it stopped: a second stop (the CLI's finally, an atexit hook)
+    must not signal a process-group id that may by then belong to someone else."""
+    from rag.serve import group_alive
+
+    sent = _record_group_signals(monkeypatch)
+    server = VLLMServer(Path(sys.executable), "m", "m", port=free_port())
+    server.command = lambda: [sys.executable, "-c", "import time; time.sleep(600)"]  # type: ignore[method-assign]
+    server.start()
+    pgid = server.pid
+    assert pgid is not None and server.running()
+    server.stop(grace=60)
+    assert not group_alive(pgid)
+    assert sent and {p for p, _ in sent} == {pgid}
+    assert (server.process, server.pid, server.running()) == (None, None, False)
+    sent.clear()
+    server.stop()
+    server.stop(grace=0)
+    assert sent == []
+
+
+def test_stop_after_the_server_was_reaped_signals_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that exited (and was reaped by wait()) with nothing left in its group: its id is
+    no longer ours, so stop() sends no signal at all."""
+    sent = _record_group_signals(monkeypatch)
+    server = VLLMServer(Path(sys.executable), "m", "m", port=free_port())
+    server.command = lambda: [sys.executable, "-c", "raise SystemExit(0)"]  # type: ignore[method-assign]
+    server.start()
+    assert server.wait() == 0
+    server.stop()
+    assert sent == []
+    assert server.process is None
 
 
 def test_port_in_use() -> None:
