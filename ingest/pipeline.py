@@ -30,6 +30,7 @@ from ingest.loaders import (
     timeout_reason,
 )
 from rag.config import Settings
+from rag.crashpoints import reach
 from rag.embeddings import Embedder
 from rag.errors import IndexNotFound, NothingIngested
 from rag.store import DocumentRecord, Manifest, NewChunk, Store, StoreWriter, open_writer
@@ -164,6 +165,7 @@ def ingest(
         else:
             skipped.append(SkippedFile(path=str(path), reason=reason))
     scope = [Path(p).expanduser().resolve() for p in paths] if sync else None
+    reach("ingest-discovered")
     if dry_run:
         return _plan(candidates, skipped, Path(index_dir), settings or Settings.load(), scope)
     return _ingest(candidates, skipped, index_dir, settings, embedder, tokenizer, progress, scope)
@@ -263,8 +265,10 @@ def _ingest(
                 cache,
                 settings.embed_batch_size,
             )
+            reach("ingest-file-embedded")
             for w in pending:
                 _commit_file(w, writer, known, cache, report)
+                reach("ingest-file-stored")
                 notify(w, len(w.chunks))
             pending.clear()
 
@@ -313,6 +317,7 @@ def _ingest(
             raise NothingIngested(_nothing_message(report))
         report.documents_total, report.chunks_total = writer.counts()
         if report.files_ingested or report.chunks_removed or report.renamed or report.deleted:
+            reach("ingest-before-commit")
             writer.commit()
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -436,7 +441,9 @@ def _produce(
         for candidate in candidates:
             if stop.is_set():
                 return
-            out.put(_prepare(candidate, known, renames, chunker, limits))
+            item = _prepare(candidate, known, renames, chunker, limits)
+            reach("ingest-file-loaded")
+            out.put(item)
         out.put(_Done())
     except BaseException as exc:  # hand the failure to the consumer instead of dying silently
         out.put(exc)

@@ -1,8 +1,9 @@
-"""``rag index ...``: check an index's consistency, remove documents from it."""
+"""``rag index ...``: check an index's consistency, repair its CURRENT, remove documents."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -25,6 +26,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     verify.set_defaults(func=_cmd_verify)
 
+    recover = index_sub.add_parser(
+        "recover",
+        parents=[common],
+        help="point CURRENT at the newest snapshot that verifies, when CURRENT is damaged",
+        description="When CURRENT is missing, damaged or names a snapshot that does not verify, "
+        "make it name the newest snapshot on disk that opens and verifies. Nothing is deleted; "
+        "an index whose CURRENT is sound is left as it is.",
+    )
+    recover.set_defaults(func=_cmd_recover)
+
     delete = index_sub.add_parser(
         "delete",
         parents=[common],
@@ -44,11 +55,13 @@ def _index_dir(args: argparse.Namespace) -> Any:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rag.snapshots import current_name, snapshot_names
     from rag.store import Store, verify
 
     index_dir = _index_dir(args)
     problems = verify(index_dir)
     data: dict[str, Any] = {"index": str(index_dir), "ok": not problems, "problems": problems}
+    data.update(current=current_name(index_dir), snapshots=snapshot_names(index_dir))
     if not problems:
         with Store.open(index_dir) as store:
             docs, chunks = store.counts()
@@ -59,8 +72,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"error: the index in {index_dir} is inconsistent:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
+        found = ", ".join(data["snapshots"]) or "none"
+        print(f"CURRENT holds {data['current']!r}; snapshots on disk: {found}.", file=sys.stderr)
         print(
-            "Rebuild it with: rag ingest PATH --index DIR (into a new directory).", file=sys.stderr
+            f"Point CURRENT at the newest snapshot that verifies (nothing is deleted) with: "
+            f"rag index recover --index {index_dir}\n"
+            "or rebuild into a new directory with: rag ingest PATH --index NEW_DIR",
+            file=sys.stderr,
         )
     else:
         print(
@@ -68,6 +86,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             f"{data['chunks']} chunks, one vector each; full-text index intact)"
         )
     return IndexCorrupt.exit_code if problems else 0
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from rag.recovery import recover
+
+    index_dir = _index_dir(args)
+    result = recover(index_dir)
+    if args.json:
+        data = {"index": str(index_dir)} | dataclasses.asdict(result)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    for name, problems in result.rejected.items():
+        print(f"skipped {name}: {problems[0]}", file=sys.stderr)
+    if result.changed:
+        print(f"{index_dir}: CURRENT now names {result.snapshot} (was {result.previous!r}).")
+    else:
+        print(f"{index_dir}: CURRENT already names {result.snapshot}, which verifies; unchanged.")
+    return 0
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:

@@ -13,16 +13,14 @@ Layout::
 A writer copies the committed snapshot aside, changes the copy and publishes it by replacing
 CURRENT, a single atomic rename. Readers open whatever CURRENT names, so they see the old or the
 new index, never a mix, and a crash at any moment leaves the last committed snapshot intact.
+The snapshot mechanics (publishing, the lock, clean-up) live in :mod:`rag.snapshots`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import logging
-import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -34,18 +32,28 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag.errors import IndexCorrupt, IndexLocked, IndexMismatch, IndexNotFound
+from rag.crashpoints import reach
+from rag.errors import IndexCorrupt, IndexMismatch
+from rag.snapshots import CURRENT as CURRENT  # re-exported: the name of the pointer file
+from rag.snapshots import (
+    TMP_PREFIX,
+    current_name,
+    current_snapshot,
+    fsync_file,
+    lock,
+    publish,
+    recovery_hint,
+    remove_stale,
+    snapshot_names,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: chunks.heading (document title and section) in the full-text index
 INDEX_TYPE = "IndexIDMap2(IndexFlatIP)"
-CURRENT = "CURRENT"
-LOCK = ".lock"
 VECTORS = "vectors.faiss"
 DOCSTORE = "docstore.sqlite"
 MANIFEST = "manifest.json"
-_SNAP_RE = re.compile(r"^snap-(\d{6,})$")
 
 # Version 1 indexes lack chunks.heading; their full-text index is rebuilt on the next write.
 _MIGRATE_1_TO_2 = """
@@ -174,28 +182,6 @@ def _faiss() -> Any:
     return faiss
 
 
-def current_snapshot(index_dir: Path) -> Path:
-    """The committed snapshot directory of ``index_dir``; IndexNotFound if there is none."""
-    index_dir = Path(index_dir)
-    pointer = index_dir / CURRENT
-    if not pointer.is_file():
-        if index_dir.exists():
-            raise IndexNotFound(
-                f"{index_dir} holds no index yet. Build one with: rag ingest PATH --index {index_dir}"
-            )
-        raise IndexNotFound(
-            f"No index at {index_dir}. Build one with: rag ingest PATH --index {index_dir}"
-        )
-    name = pointer.read_text(encoding="utf-8").strip()
-    snap = index_dir / name
-    if not _SNAP_RE.match(name) or not snap.is_dir():
-        raise IndexCorrupt(
-            f"{pointer} names {name!r}, which is not a snapshot in {index_dir}. "
-            "Rebuild the index with: rag ingest PATH --index DIR"
-        )
-    return snap
-
-
 def read_manifest(snapshot: Path) -> Manifest:
     try:
         return Manifest.model_validate_json((snapshot / MANIFEST).read_text(encoding="utf-8"))
@@ -227,7 +213,9 @@ class Store:
                 return cls(index_dir, snap, manifest, vectors)
             except (RuntimeError, OSError, sqlite3.Error, IndexCorrupt) as exc:
                 if attempt == 2 or snap == current_snapshot(index_dir):
-                    raise IndexCorrupt(f"Cannot open the index in {snap}: {exc}") from exc
+                    raise IndexCorrupt(
+                        f"Cannot open the index in {snap}: {exc}. {recovery_hint(index_dir)}"
+                    ) from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -374,10 +362,18 @@ def verify(index_dir: str | Path) -> list[str]:
     Checks that CURRENT names a snapshot, that every chunk has exactly one vector (FAISS ids vs
     SQLite ids), that the manifest's counts and dimension match, and that SQLite and its
     full-text index are intact. Raises :class:`IndexNotFound` when there is no index at all.
+    A damaged CURRENT is reported with the snapshots on disk and the recovery command.
     """
-    index_dir = Path(index_dir)
     try:
-        snap = current_snapshot(index_dir)
+        snap = current_snapshot(Path(index_dir))
+    except IndexCorrupt as exc:
+        return [str(exc)]
+    return verify_snapshot(snap)
+
+
+def verify_snapshot(snap: Path) -> list[str]:
+    """Problems found in one snapshot directory (see :func:`verify`); empty when it is sound."""
+    try:
         manifest = read_manifest(snap)
     except IndexCorrupt as exc:
         return [str(exc)]
@@ -493,7 +489,8 @@ class StoreWriter:
     def __init__(self, index_dir: Path, manifest: Manifest, base: Path | None) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
-        self._tmp = Path(tempfile.mkdtemp(prefix=".tmp-snap-", dir=index_dir))
+        self._base = base
+        self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir))
         self._tmp.chmod(0o755)
         db_path = self._tmp / DOCSTORE
         if base is not None:
@@ -519,6 +516,7 @@ class StoreWriter:
             self._db.executescript(_SCHEMA)
             self.migrated = False
         self._committed = False
+        reach("writer-copy-created")
 
     # -- reads on the working copy --
     def find_source(self, source: str) -> DocumentRecord | None:
@@ -623,6 +621,7 @@ class StoreWriter:
             (int(top),),
         )
         self._db.commit()
+        reach("commit-sqlite-committed")
         docs, chunks = self.counts()
         if chunks != self._vectors.ntotal:
             raise IndexCorrupt(
@@ -631,6 +630,7 @@ class StoreWriter:
             )
         self._db.close()
         _faiss().write_index(self._vectors, str(self._tmp / VECTORS))
+        reach("commit-vectors-written")
         self.manifest = self.manifest.model_copy(
             update={
                 "documents": docs,
@@ -640,17 +640,16 @@ class StoreWriter:
             }
         )
         (self._tmp / MANIFEST).write_text(self.manifest.model_dump_json(indent=2) + "\n", "utf-8")
+        reach("commit-manifest-written")
         for name in (VECTORS, DOCSTORE, MANIFEST):
-            _fsync_file(self._tmp / name)
-        snap = self.index_dir / f"snap-{_next_snapshot_number(self.index_dir):06d}"
-        os.replace(self._tmp, snap)
-        pointer_tmp = self.index_dir / f".{CURRENT}.tmp"
-        pointer_tmp.write_text(snap.name + "\n", encoding="utf-8")
-        _fsync_file(pointer_tmp)
-        os.replace(pointer_tmp, self.index_dir / CURRENT)
-        _fsync_dir(self.index_dir)
+            fsync_file(self._tmp / name)
+        reach("commit-files-synced")
+        snap = publish(self.index_dir, self._tmp)
         self._committed = True
-        _remove_stale(self.index_dir, keep=snap.name)
+        # The snapshot this write started from stays for readers that read CURRENT just before
+        # it moved on; older ones (and snapshots of interrupted writes) go.
+        keep = {snap.name} | ({self._base.name} if self._base is not None else set())
+        remove_stale(self.index_dir, keep=keep)
         return snap
 
     def abort(self) -> None:
@@ -669,13 +668,16 @@ def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWrit
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(index_dir):
+    with lock(index_dir):
+        reach("lock-taken")
+        committed = _committed_base(index_dir)
         base: Path | None = None
-        if (index_dir / CURRENT).exists():
-            base = current_snapshot(index_dir)
-            existing = read_manifest(base)
+        if committed is not None:
+            base, existing = committed
             _check_same_build(existing, manifest, index_dir)
             manifest = existing
+        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
+        reach("lock-cleaned")
         writer = StoreWriter(index_dir, manifest, base)
         try:
             yield writer
@@ -698,66 +700,25 @@ def _check_same_build(existing: Manifest, wanted: Manifest, index_dir: Path) -> 
         )
 
 
-@contextlib.contextmanager
-def _lock(index_dir: Path) -> Iterator[None]:
-    fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise IndexLocked(
-                f"{index_dir} is being written by {holder}. Wait for it to finish, then run "
-                "this command again."
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        _remove_stale(index_dir, keep=_current_name(index_dir), keep_previous=True)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+def _committed_base(index_dir: Path) -> tuple[Path, Manifest] | None:
+    """The committed snapshot and its manifest; None when nothing was ever committed.
 
-
-def _current_name(index_dir: Path) -> str | None:
-    try:
-        return (index_dir / CURRENT).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-
-
-def _next_snapshot_number(index_dir: Path) -> int:
-    numbers = [int(m.group(1)) for p in index_dir.iterdir() if (m := _SNAP_RE.match(p.name))]
-    return max(numbers, default=0) + 1
-
-
-def _remove_stale(index_dir: Path, keep: str | None, keep_previous: bool = True) -> None:
-    """Delete abandoned temporary copies and snapshots older than the previous one.
-
-    The previous snapshot is kept for readers that read CURRENT just before it moved on.
+    A damaged CURRENT or an unreadable manifest raises IndexCorrupt here, before any clean-up, so
+    every snapshot stays on disk for ``rag index recover``.
     """
-    snaps = sorted(
-        (p for p in index_dir.iterdir() if _SNAP_RE.match(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    keep_names = {keep} if keep else set()
-    if keep_previous and keep:
-        older = [p.name for p in snaps if p.name < keep]
-        keep_names.update(older[-1:])
-    for p in snaps:
-        if p.name not in keep_names:
-            shutil.rmtree(p, ignore_errors=True)
-    for p in index_dir.glob(".tmp-snap-*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    if current_name(index_dir) is None:
+        return None
+    snap = current_snapshot(index_dir)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return snap, read_manifest(snap)
+    except IndexCorrupt as exc:
+        raise IndexCorrupt(f"{exc}. {recovery_hint(index_dir)}") from exc
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_file(path)
+def _keep_at_lock(index_dir: Path, base: Path | None) -> set[str] | None:
+    """Snapshots a new writer keeps: the committed one and the one before it (for readers)."""
+    if base is None:
+        return None  # nothing committed: no snapshot may be deleted
+    number = int(base.name.split("-")[1])
+    older = [n for n in snapshot_names(index_dir) if int(n.split("-")[1]) < number]
+    return {base.name, *older[-1:]}
