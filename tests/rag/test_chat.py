@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,34 @@ from rag.chat import is_instruction
 from rag.config import Settings
 from rag.embeddings import Embedder
 
+MESSAGES = json.loads((Path(__file__).parent / "chat_messages.json").read_text(encoding="utf-8"))
 
-def test_instruction_detection() -> None:
-    assert is_instruction("Answer in one sentence.")
-    assert is_instruction("From now on, answer only in French")
-    assert is_instruction("Please always reply briefly")
-    assert not is_instruction("What is multi-head attention?")
-    assert not is_instruction("Answer this: what is BLEU?")
-    assert not is_instruction("The encoder has six layers")
+
+def test_labelled_messages_are_told_apart() -> None:
+    """Every hand-labelled message in chat_messages.json (half instructions) is classified."""
+    instructions, questions = MESSAGES["instructions"], MESSAGES["questions"]
+    assert len(instructions) >= 20 and len(questions) >= 20
+    missed = [m for m in instructions if not is_instruction(m)]
+    taken = [m for m in questions if is_instruction(m)]
+    assert missed == [] and taken == [], f"instructions missed: {missed}; questions taken: {taken}"
+
+
+@pytest.mark.slow
+def test_requests_about_the_documents_are_answered_not_stored(
+    built_index: tuple[Path, IngestReport], settings: Settings, embedder: Embedder
+) -> None:
+    rag = RAG.open(built_index[0], settings, embedder=embedder)
+    chat = rag.chat(max_tokens=4)
+    requests = [
+        "Give an overview of the attention mechanism.",
+        "Use the paper to explain how positional encoding works",
+    ]
+    for message in requests:
+        answer = chat.send(message)
+        assert answer.passages, f"{message!r} was not looked up"
+        assert not answer.answer.startswith("Understood")
+    assert chat.instructions == []
+    assert [q for q, _ in chat.history] == requests
 
 
 @pytest.mark.slow
