@@ -9,14 +9,15 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.config import Settings
+from rag.cli_options import filters as _filters
+from rag.cli_options import llm_options as _llm_options
+from rag.cli_options import settings as _settings
 from rag.errors import RagError
 
 EXIT_INTERRUPTED = 130
@@ -107,50 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     cli_llm.register(sub, common)
     cli_index.register(sub, common)
     return p
-
-
-def _llm_options(p: argparse.ArgumentParser, retrieval: bool = True) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--llm-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--llm-model", help="model name on that server")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--max-tokens", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("-k", "--top-k", type=int, help="passages to retrieve")
-    g.add_argument("--context-window", type=int, help="override the model's context window")
-    if not retrieval:
-        return
-    r = p.add_argument_group("retrieval")
-    r.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
-    r.add_argument("--mmr", action="store_true", default=None, help="diversify passages (MMR)")
-    r.add_argument("--source", metavar="GLOB", help="only files matching GLOB (e.g. '*.pdf')")
-    r.add_argument("--type", dest="kinds", action="append", choices=("pdf", "text", "markdown", "html", "docx"),
-                   help="only files of this type (repeatable)")  # fmt: skip
-    r.add_argument("--pages", metavar="A-B", help="only PDF pages A to B")
-
-
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    fields = {
-        "embedder": getattr(args, "embedder", None),
-        "index_dir": getattr(args, "index", None),
-        "tokenizer": getattr(args, "tokenizer", None),
-        "chunk_tokens": getattr(args, "chunk_tokens", None),
-        "chunk_overlap": getattr(args, "chunk_overlap", None),
-        "embed_batch_size": getattr(args, "batch_size", None),
-        "llm_url": getattr(args, "llm_url", None),
-        "llm_model": getattr(args, "llm_model", None),
-        "temperature": getattr(args, "temperature", None),
-        "top_p": getattr(args, "top_p", None),
-        "max_tokens": getattr(args, "max_tokens", None),
-        "seed": getattr(args, "seed", None),
-        "top_k": getattr(args, "top_k", None),
-        "context_window": getattr(args, "context_window", None),
-        "retrieval_mode": getattr(args, "mode", None),  # absent on `eval`, which has its own
-        "mmr": getattr(args, "mmr", None),
-        **extra,
-    }
-    return Settings.load(args.config, **fields)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -244,26 +201,12 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _filters(args: argparse.Namespace) -> Any:
-    from rag.errors import ConfigError
-    from rag.retrieval import Filters
-
-    pages = None
-    if args.pages:
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", args.pages)
-        if not m:
-            raise ConfigError(f"--pages takes a page or a range like 3-7, not {args.pages!r}")
-        pages = (int(m.group(1)), int(m.group(2) or m.group(1)))
-    kinds = tuple(args.kinds) if args.kinds else None
-    f = Filters(source_glob=args.source, kinds=kinds, pages=pages)
-    return None if f.is_empty() else f
-
-
 def _cmd_chat(args: argparse.Namespace) -> int:
     from rag.answer import Answer
     from rag.engine import RAG
 
     settings = _settings(args)
+    filters = _filters(args)  # a bad --pages is refused before the model loads
     with RAG.open(settings.index_dir, settings) as rag:
         chat = rag.chat()
         print("Ask about your documents. /reset forgets the conversation, /exit leaves.")
@@ -281,7 +224,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 chat.reset()
                 print("(conversation and instructions forgotten)")
                 continue
-            result = chat.stream(message, filters=_filters(args))
+            result = chat.stream(message, filters=filters)
             if isinstance(result, Answer):
                 print(result.answer)
                 continue

@@ -47,6 +47,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SOURCE",
         help="a source path as stored (see 'rag info --sources') or a glob such as '*.pdf'",
     )
+    delete.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="delete without asking; needed with --json or without a terminal when more than "
+        "one document, or every document, matches",
+    )
+    delete.description = (
+        "Deleting more than one document, or every document, asks for confirmation first."
+    )
     delete.set_defaults(func=_cmd_delete)
 
 
@@ -107,10 +117,16 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
 
 def _cmd_delete(args: argparse.Namespace) -> int:
-    from rag.store import delete_documents
+    from rag.store import delete_documents, match_documents
 
     index_dir = _index_dir(args)
-    removed, unmatched = delete_documents(index_dir, args.sources)
+    # Matched and confirmed before the writer opens: a refusal changes nothing.
+    matched, _, total = match_documents(index_dir, args.sources)
+    several = len(matched) > 1 or (len(matched) == 1 and total == 1)
+    if several and not args.yes and not _confirmed(args, matched, total):
+        print("Nothing was deleted.", file=sys.stderr)
+        return 1
+    removed, unmatched = delete_documents(index_dir, args.sources, only={d.source for d in matched})
     if args.json:
         data = {
             "index": str(index_dir),
@@ -126,6 +142,32 @@ def _cmd_delete(args: argparse.Namespace) -> int:
             print(f"no document matches {pattern!r} (see: rag info --sources)", file=sys.stderr)
         print(f"{len(removed)} document(s) removed from {index_dir}.")
     return 0 if removed or not unmatched else 1
+
+
+_SHOWN = 10  # documents listed before asking
+
+
+def _confirmed(args: argparse.Namespace, matched: list[Any], total: int) -> bool:
+    """Ask on the terminal before deleting several documents; refuse where nobody can answer."""
+    from rag.errors import ConfigError
+
+    n = len(matched)
+    what = f"{n} of the {total} documents" if n < total else f"every document ({n})"
+    if args.json or not sys.stdin.isatty():
+        raise ConfigError(
+            f"{' '.join(args.sources)} matches {what} in the index; nothing was deleted. "
+            "Add --yes to delete them without asking."
+        )
+    print(f"{' '.join(args.sources)} matches {what}:")
+    for d in matched[:_SHOWN]:
+        print(f"  {d.source} ({d.chunks} chunks)")
+    if n > _SHOWN:
+        print(f"  ... and {n - _SHOWN} more")
+    try:
+        answer = input(f"Delete {n} document{'s' if n > 1 else ''}? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def print_plan(report: Any) -> None:

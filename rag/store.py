@@ -24,7 +24,7 @@ import logging
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -439,33 +439,76 @@ def _some(ids: Sequence[int], n: int = 5) -> str:
     return ", ".join(map(str, ids[:n])) + (", ..." if len(ids) > n else "")
 
 
-def delete_documents(
+def _match_sources(db: sqlite3.Connection, pattern: str) -> list[DocumentRecord]:
+    """Documents whose source is ``pattern``, or matches it as a glob.
+
+    As in :meth:`Store.filter_ids`, a glob without a slash also matches file names.
+    """
+    exact = _documents(db, "d.source = ?", [pattern])
+    if exact:
+        return exact
+    if "/" in pattern:
+        where, args = "d.source GLOB ?", [pattern]
+    else:
+        where, args = "(d.source GLOB ? OR d.source GLOB ?)", [pattern, "*/" + pattern]
+    return _documents(db, where, args)
+
+
+def _match_patterns(
+    db: sqlite3.Connection, patterns: Sequence[str]
+) -> tuple[list[DocumentRecord], list[str]]:
+    matched: dict[int, DocumentRecord] = {}
+    unmatched: list[str] = []
+    for pattern in patterns:
+        found = _match_sources(db, pattern)
+        if not found and not any(c in pattern for c in "*?["):
+            # A path as typed (relative, ~) is stored absolute and resolved.
+            found = _match_sources(db, str(Path(pattern).expanduser().resolve()))
+        if not found:
+            unmatched.append(pattern)
+        for d in found:
+            matched.setdefault(d.id, d)
+    return sorted(matched.values(), key=lambda d: d.source), unmatched
+
+
+def match_documents(
     index_dir: str | Path, patterns: Sequence[str]
+) -> tuple[list[DocumentRecord], list[str], int]:
+    """What :func:`delete_documents` would remove now: the matching documents of the committed
+    snapshot, the patterns that match nothing, and how many documents the index holds.
+
+    Reads only; takes no lock, so a caller may ask the user before deleting.
+    """
+    snap = current_snapshot(Path(index_dir))
+    db = sqlite3.connect(f"file:{snap / DOCSTORE}?mode=ro", uri=True)
+    try:
+        matched, unmatched = _match_patterns(db, patterns)
+        total = int(db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+    finally:
+        db.close()
+    return matched, unmatched, total
+
+
+def delete_documents(
+    index_dir: str | Path, patterns: Sequence[str], only: Collection[str] | None = None
 ) -> tuple[list[DocumentRecord], list[str]]:
     """Remove the documents whose source is, or matches the glob, one of ``patterns``.
 
-    All removals are published in one atomic commit. Returns the removed documents and the
-    patterns that matched nothing.
+    With ``only``, matching documents whose source is not in it are kept: a caller that showed
+    the user what :func:`match_documents` found removes no more than that, even if the index
+    changed in between. All removals are published in one atomic commit. Returns the removed
+    documents and the patterns that matched nothing.
     """
     index_dir = Path(index_dir)
     manifest = read_manifest(current_snapshot(index_dir))
-    removed: dict[int, DocumentRecord] = {}
-    unmatched: list[str] = []
     with open_writer(index_dir, manifest) as writer:
-        for pattern in patterns:
-            found = writer.match_sources(pattern)
-            if not found and not any(c in pattern for c in "*?["):
-                # A path as typed (relative, ~) is stored absolute and resolved.
-                found = writer.match_sources(str(Path(pattern).expanduser().resolve()))
-            if not found:
-                unmatched.append(pattern)
-            for d in found:
-                if d.id not in removed:
-                    writer.delete_document(d.id)
-                    removed[d.id] = d
+        found, unmatched = _match_patterns(writer._db, patterns)
+        removed = [d for d in found if only is None or d.source in only]
+        for d in removed:
+            writer.delete_document(d.id)
         if removed:
             writer.commit()
-    return sorted(removed.values(), key=lambda d: d.source), unmatched
+    return removed, unmatched
 
 
 def check_compatible(manifest: Manifest, *, embedder: str, index_dir: Path) -> None:
@@ -541,14 +584,7 @@ class StoreWriter:
 
         As in :meth:`Store.filter_ids`, a glob without a slash also matches file names.
         """
-        exact = [d for d in self.documents() if d.source == pattern]
-        if exact:
-            return exact
-        if "/" in pattern:
-            where, args = "d.source GLOB ?", [pattern]
-        else:
-            where, args = "(d.source GLOB ? OR d.source GLOB ?)", [pattern, "*/" + pattern]
-        return _documents(self._db, where, args)
+        return _match_sources(self._db, pattern)
 
     # -- changes --
     def rename_document(self, doc_id: int, new_source: str) -> None:
