@@ -201,8 +201,10 @@ def _ingest(
     settings = settings or Settings.load()
     started = time.perf_counter()
     index_dir = Path(index_dir)
-    embedder = embedder or Embedder.from_settings(settings)
+    # The tokenizer first: a served model without one is a settings error, found before the
+    # embedder takes seconds to load.
     tokenizer = tokenizer or load_tokenizer(settings)
+    embedder = embedder or Embedder.from_settings(settings)
     report = IngestReport(index=str(index_dir), files_skipped=skipped)
 
     manifest = Manifest(

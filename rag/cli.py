@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         help="retrieval mode(s) to evaluate (default: all for --beir, hybrid for --squad)",
     )
     ev.add_argument("--limit", type=int, help="evaluate only N questions")
+    ev.add_argument("--tokenizer", help="tokenizer that counts chunk tokens (default: the LLM's)")
     _llm_options(ev, retrieval=False)
     ev.epilog = "--index names where the evaluation index is built (default: the cache)."
     ev.set_defaults(func=_cmd_eval)

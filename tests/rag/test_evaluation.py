@@ -195,3 +195,16 @@ def test_squad_v2_eval_indexes_every_paragraph(
     assert sources == sorted(contexts) and len(sources) == 5
     # Five short paragraphs and four passages per question: the gold paragraph is retrieved.
     assert m["hit@4"] == 1.0, m
+
+
+def test_squad_eval_for_a_served_model_without_its_tokenizer_names_the_flag(
+    squad_v2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The evaluation index is chunked for the model that answers; nothing listens at --llm-url,
+    and the refusal comes before any question is asked."""
+    served = ["--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "llama-2-7b-chat"]
+    argv = ["eval", "--squad", str(squad_v2), "--index", str(tmp_path / "idx"), *served]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--tokenizer" in err and "llama-2-7b-chat" in err
+    assert not (tmp_path / "idx" / "CURRENT").exists()
