@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rag.answer import Answer, Citation, Usage
     from rag.chat import Chat
     from rag.engine import RAG, AnswerStream
-    from rag.retrieval import Filters
+    from rag.filters import Filters
 
 __version__ = "0.1.0"
 
@@ -58,7 +58,7 @@ _LAZY = {
     "RAG": "rag.engine",
     "AnswerStream": "rag.engine",
     "Chat": "rag.chat",
-    "Filters": "rag.retrieval",
+    "Filters": "rag.filters",
     "Answer": "rag.answer",
     "Citation": "rag.answer",
     "Usage": "rag.answer",

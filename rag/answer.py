@@ -5,6 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class SourceRef(BaseModel):
+    """Another place that holds a passage's exact text (a copy of a file, say)."""
+
+    source: str = Field(description="Path of the source file.")
+    page: int | None = Field(None, description="1-based physical page (PDF), None for text files.")
+
+
 class Citation(BaseModel):
     """A numbered passage given to the model; ``n`` is the number the answer cites it by."""
 
@@ -24,6 +31,11 @@ class Citation(BaseModel):
         None, description="Cosine similarity of passage and question, whatever the mode."
     )
     chunk_id: int = Field(description="Chunk id in the index.")
+    also_in: list[SourceRef] = Field(
+        default_factory=list,
+        description="Other files (and pages) holding the same text, whitespace aside; the "
+        "passage is retrieved and given to the model once, under its best-ranked copy.",
+    )
 
     @property
     def title(self) -> str:

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ingest import IngestReport
+from ingest import IngestReport, ingest
 from rag import RAG
 from rag.config import Settings
 from rag.embeddings import Embedder
-from rag.fusion import convex_fusion, reciprocal_rank_fusion
+from rag.fusion import convex_fusion
 from rag.lexical import fts_query
 from rag.retrieval import Filters
+from rag.tokens import Tokenizer
+from tests.conftest import DOCUMENTS
+
+ESSAY = "paul_graham_essay.txt"
+ESSAY_CRLF = "paul_graham_essay.crlf.txt"  # the same essay with CRLF line endings (MANIFEST.txt)
+ESSAY_QUESTION = "Where did the author of the essay go to college?"
+
+
+@pytest.fixture(scope="module")
+def text_rag(
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings,
+    embedder: Embedder,
+    tokenizer: Tokenizer,
+) -> Iterator[RAG]:
+    """The shared text documents, which hold one essay twice (LF and CRLF files)."""
+    index = tmp_path_factory.mktemp("text-index") / "idx"
+    ingest([DOCUMENTS / "text"], index, settings, embedder=embedder, tokenizer=tokenizer)
+    with RAG.open(index, settings, embedder=embedder) as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +98,20 @@ def test_mmr_diversifies(rag: RAG) -> None:
     assert redundancy(diverse) < redundancy(plain)
 
 
+@pytest.mark.parametrize("mode", ["lexical", "hybrid", "dense"])
+def test_mmr_with_lambda_one_keeps_the_modes_own_order(rag: RAG, mode: str) -> None:
+    """lambda = 1 is pure relevance, and relevance is the mode's own score: MMR must then return
+    exactly the ranking of the mode (it used to re-rank lexical and hybrid by dense cosine)."""
+    for q in ["run.c stories15M.bin", "multi-head attention heads", "Ukraine sanctions"]:
+        plain = rag.retrieve(q, k=6, retrieval_mode=mode)
+        mmr = rag.retrieve(q, k=6, retrieval_mode=mode, mmr=True, mmr_lambda=1.0)
+        assert len(plain) == 6
+        assert [h.chunk_id for h in mmr] == [h.chunk_id for h in plain], q
+
+
 def test_fusion_functions() -> None:
     dense = [(1, 0.9), (2, 0.8), (3, 0.1)]
     lexical = [(2, 12.0), (3, 11.0), (4, 1.0)]
-    rrf = reciprocal_rank_fusion([dense, lexical])
-    assert rrf[0][0] == 2  # ranked well by both
     convex = convex_fusion(dense, lexical, alpha=0.5)
     assert {i for i, _ in convex} == {1, 2, 3, 4}
     assert convex[0][0] == 2
@@ -103,3 +133,41 @@ def test_cross_encoder_reranking_reorders_candidates(rag: RAG) -> None:
     assert scores == sorted(scores, reverse=True)
     expected = load_reranker(path, None).scores(q, [h.text for h in hits])
     assert scores == pytest.approx(expected, rel=1e-4)
+
+
+def _other_copy(source: str) -> str:
+    return {ESSAY: ESSAY_CRLF, ESSAY_CRLF: ESSAY}[Path(source).name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fetch_k", [None, 4])
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_copies_of_a_passage_come_once_with_every_source(
+    text_rag: RAG, mode: str, fetch_k: int | None
+) -> None:
+    """Copies are collapsed and the next distinct passages take their places, searching deeper
+    than ``fetch_k`` when the first candidates were copies of each other."""
+    hits = text_rag.retrieve(ESSAY_QUESTION, k=4, retrieval_mode=mode, fetch_k=fetch_k)
+    assert len(hits) == 4
+    assert len({" ".join(h.text.split()) for h in hits}) == 4, [h.chunk_id for h in hits]
+    essay = [h for h in hits if Path(h.source).name in (ESSAY, ESSAY_CRLF)]
+    assert essay
+    for h in essay:
+        assert [Path(a.source).name for a in h.also_in] == [_other_copy(h.source)]
+        assert all(a.page is None for a in h.also_in)
+    others = [h for h in hits if h not in essay]
+    assert all(h.also_in == [] for h in others)
+
+
+@pytest.mark.slow
+def test_the_prompt_holds_four_distinct_passages(text_rag: RAG) -> None:
+    """Asked with the real embedded model: the four passages in the prompt are four texts, and
+    the answer's JSON (what ``rag ask --json`` prints) names the other copy of the essay."""
+    answer = text_rag.ask(ESSAY_QUESTION, top_k=4, max_tokens=16)
+    assert len(answer.passages) == 4
+    assert len({" ".join(p.text.split()) for p in answer.passages}) == 4
+    data = answer.model_dump(mode="json")
+    essay = [p for p in data["passages"] if Path(p["source"]).name in (ESSAY, ESSAY_CRLF)]
+    assert essay
+    for p in essay:
+        assert [Path(a["source"]).name for a in p["also_in"]] == [_other_copy(p["source"])]
