@@ -284,6 +284,9 @@ def _print_sources(answer: Any) -> None:
             f"  [{c.n}] {_display_path(c.source)}{_page(c.page)}{label}{where}"
             f"  similarity {similarity:.3f}"
         )
+        if c.also_in:
+            copies = "; ".join(f"{_display_path(a.source)}{_page(a.page)}" for a in c.also_in)
+            print(f"      also in: {copies}")
         print(f"      {snippet}{'...' if len(c.text) > 160 else ''}")
 
 

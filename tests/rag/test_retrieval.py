@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,3 +172,26 @@ def test_the_prompt_holds_four_distinct_passages(text_rag: RAG) -> None:
     assert essay
     for p in essay:
         assert [Path(a["source"]).name for a in p["also_in"]] == [_other_copy(p["source"])]
+
+
+@pytest.mark.slow
+def test_cli_sources_name_the_other_copy(
+    text_rag: RAG,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rag.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no rag.toml of the caller's
+    index = str(text_rag.store.index_dir)
+    argv = ["ask", ESSAY_QUESTION, "--index", index, "-k", "4", "--max-tokens", "16"]
+    assert main([*argv, "--no-stream"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    copies = [line.strip() for line in lines if line.strip().startswith("also in: ")]
+    assert copies and all(
+        Path(c.removeprefix("also in: ")).name in (ESSAY, ESSAY_CRLF) for c in copies
+    )
+    assert main([*argv, "--json"]) == 0
+    passages = json.loads(capsys.readouterr().out)["passages"]
+    assert any(p["also_in"] for p in passages)
