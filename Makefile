@@ -29,9 +29,11 @@ demo: install
 	$(BIN)/rag ingest docs --index $(INDEX)
 	$(BIN)/rag ask "$(QUESTION)" --index $(INDEX)
 
+# lint-imports checks the layers written in pyproject.toml ([tool.importlinter]).
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy rag ingest

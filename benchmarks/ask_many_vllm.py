@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from rag import RAG, Settings
-    from rag.default_model import DEFAULT_MODEL_NAME, default_model_dir
-    from rag.serve import (
+    from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+    from rag.llm.serve import (
         CPU_KV_CACHE_BYTES,
         VLLMServer,
         free_port,

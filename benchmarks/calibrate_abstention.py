@@ -33,8 +33,8 @@ from ingest_vs_langchain import QUESTIONS  # noqa: E402
 
 from ingest import ingest  # noqa: E402
 from rag import RAG, Settings  # noqa: E402
-from rag.embeddings import Embedder  # noqa: E402
-from rag.evaluation import build_index, load_beir  # noqa: E402
+from rag.eval.beir import build_index, load_beir  # noqa: E402
+from rag.retrieval.embeddings import Embedder  # noqa: E402
 
 
 def best_cosines(rag: RAG, questions: list[str]) -> list[float]:

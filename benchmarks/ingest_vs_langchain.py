@@ -167,9 +167,10 @@ def run_ours(files: list[Path], workdir: Path, rounds: int) -> dict[str, Any]:
     from ingest import ingest
     from rag import RAG
     from rag.config import Settings
-    from rag.embeddings import Embedder
-    from rag.store import DOCSTORE, current_snapshot
-    from rag.tokens import load_tokenizer
+    from rag.index.manifest import DOCSTORE
+    from rag.index.snapshots import current_snapshot
+    from rag.llm.tokens import load_tokenizer
+    from rag.retrieval.embeddings import Embedder
 
     settings = Settings.model_validate({})
     embedder = Embedder()
@@ -220,7 +221,7 @@ def run_langchain(files: list[Path], workdir: Path, rounds: int) -> dict[str, An
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from rag.embeddings import resolve_embedder
+    from rag.retrieval.embeddings import resolve_embedder
 
     model_path = resolve_embedder("all-MiniLM-L6-v2")
     embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"})

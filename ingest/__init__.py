@@ -1,13 +1,7 @@
 """The write side: load documents, chunk them by tokens, embed them and commit them to an index."""
 
-from ingest.pipeline import (
-    FileProgress,
-    IngestReport,
-    SkippedFile,
-    TextDocument,
-    ingest,
-    ingest_documents,
-)
+from ingest.pipeline import ingest, ingest_documents
+from ingest.report import FileProgress, IngestReport, SkippedFile, TextDocument
 
 __all__ = [
     "FileProgress",

@@ -13,108 +13,40 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from ingest.chunking import Chunk, Chunker, ChunkLimits
-from ingest.loaders import (
-    LoadedFile,
-    LoadError,
-    discover,
-    load,
-    load_text_document,
-    timeout_reason,
+from ingest.loaders import LoadedFile, LoadError, discover, load, load_text_document, timeout_reason
+from ingest.plan import Limits, by_sha, find_vanished, plan_sync, read_candidate, source_of
+from ingest.report import (
+    FileProgress,
+    IngestReport,
+    ProgressCallback,
+    SkippedFile,
+    TextDocument,
+    nothing_message,
 )
 from rag.config import Settings
-from rag.crashpoints import reach
-from rag.embeddings import Embedder
-from rag.errors import IndexNotFound, NothingIngested
-from rag.store import DocumentRecord, Manifest, NewChunk, Store, StoreWriter, open_writer
-from rag.tokens import Tokenizer, load_tokenizer, tokenizer_name
+from rag.errors import NothingIngested
+from rag.index.crashpoints import reach
+from rag.index.docstore import DocumentRecord, NewChunk
+from rag.index.manifest import Manifest
+from rag.index.writer import StoreWriter, open_writer
+from rag.llm.tokens import Tokenizer, load_tokenizer, tokenizer_name
+from rag.retrieval.embeddings import Embedder
 
 log = logging.getLogger(__name__)
 
+
 # Chunks collected from several files before one embedding call.
 _FLUSH_CHUNKS = 256
+
+
 _MIN_FLUSH = 32
-
-
-class SkippedFile(BaseModel):
-    path: str
-    reason: str
-
-
-class Rename(BaseModel):
-    source: str = Field(description="The old path, which no longer exists.")
-    target: str
-
-
-class IngestPlan(BaseModel):
-    """The changes a run would make, file by file; what ``--dry-run`` reports.
-
-    Files are not parsed in a dry run, so a file listed as added may still turn out unreadable.
-    """
-
-    added: list[str] = Field(default_factory=list)
-    updated: list[str] = Field(default_factory=list)
-    renamed: list[Rename] = Field(default_factory=list)
-    deleted: list[str] = Field(default_factory=list)
-    unchanged: list[str] = Field(default_factory=list)
-
-
-class IngestReport(BaseModel):
-    """What one ingest run did; the CLI prints it as JSON with ``--json``."""
-
-    index: str
-    files_ingested: int = Field(0, description="Files added or updated by this run.")
-    files_skipped: list[SkippedFile] = Field(default_factory=list)
-    added: int = Field(0, description="New files.")
-    updated: int = Field(0, description="Files whose content changed; their old chunks replaced.")
-    unchanged: int = Field(0, description="Files already in the index with the same content.")
-    deleted: int = Field(0, description="Documents removed because their file is gone (sync).")
-    renamed: int = Field(
-        0, description="Moved files recognised by content; their chunks kept, not re-embedded."
-    )
-    pages: int = Field(0, description="Pages (PDF) or files (text) with text, in ingested files.")
-    pages_without_text: int = Field(
-        0, description="PDF pages with no text layer (need OCR), in ingested and skipped files."
-    )
-    chars: int = 0
-    chunks_added: int = 0
-    chunks_removed: int = 0
-    chunks_total: int = 0
-    documents_total: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-    plan: IngestPlan | None = Field(None, description="What would change (dry runs only).")
-
-
-@dataclass
-class FileProgress:
-    """Passed to the progress callback once per file handled."""
-
-    done: int
-    total: int
-    path: str
-    status: str  # "added", "updated", "renamed", "unchanged" or "skipped"
-    pages: int
-    chunks: int
-
-
-ProgressCallback = Callable[[FileProgress], None]
-
-
-@dataclass(frozen=True)
-class TextDocument:
-    """A text to ingest that is not a file; ``source`` names it in the index and in citations."""
-
-    source: str
-    text: str
-    title: str | None = None
 
 
 @dataclass
@@ -167,7 +99,7 @@ def ingest(
     scope = [Path(p).expanduser().resolve() for p in paths] if sync else None
     reach("ingest-discovered")
     if dry_run:
-        return _plan(candidates, skipped, Path(index_dir), settings or Settings.load(), scope)
+        return plan_sync(candidates, skipped, Path(index_dir), settings or Settings.load(), scope)
     return _ingest(candidates, skipped, index_dir, settings, embedder, tokenizer, progress, scope)
 
 
@@ -227,10 +159,10 @@ def _ingest(
     with open_writer(index_dir, manifest) as writer:
         known: dict[str, DocumentRecord] = {}
         for candidate in candidates:
-            rec = writer.find_source(_source_of(candidate))
+            rec = writer.find_source(source_of(candidate))
             if rec is not None:
                 known[rec.source] = rec
-        vanished = _vanished(writer.documents(), scope) if scope is not None else []
+        vanished = find_vanished(writer.documents(), scope) if scope is not None else []
         renamed_ids: set[int] = set()
         work_q: queue.Queue[_Work | _Done | BaseException] = queue.Queue(maxsize=8)
         stop = threading.Event()
@@ -239,9 +171,9 @@ def _ingest(
             args=(
                 candidates,
                 known,
-                _by_sha(vanished),
+                by_sha(vanished),
                 chunker,
-                _Limits.of(settings),
+                Limits.of(settings),
                 work_q,
                 stop,
             ),
@@ -316,7 +248,7 @@ def _ingest(
                     work_q.get(timeout=0.05)
         producer.join()
         if not (report.files_ingested or report.unchanged or report.renamed or report.deleted):
-            raise NothingIngested(_nothing_message(report))
+            raise NothingIngested(nothing_message(report))
         report.documents_total, report.chunks_total = writer.counts()
         if report.files_ingested or report.chunks_removed or report.renamed or report.deleted:
             reach("ingest-before-commit")
@@ -325,117 +257,12 @@ def _ingest(
     return report
 
 
-def _nothing_message(report: IngestReport) -> str:
-    if not report.files_skipped:
-        return (
-            "No supported files found (PDF, DOCX, HTML, .txt, .md). Name files or folders that hold them: "
-            "rag ingest PATH... --index DIR"
-        )
-    lines = "; ".join(f"{s.path}: {s.reason}" for s in report.files_skipped[:10])
-    more = len(report.files_skipped) - 10
-    tail = f" (and {more} more)" if more > 0 else ""
-    return f"Nothing could be ingested. Skipped: {lines}{tail}"
-
-
-@dataclass(frozen=True)
-class _Limits:
-    max_bytes: int
-    timeout: float
-
-    @classmethod
-    def of(cls, settings: Settings) -> _Limits:
-        return cls(int(settings.max_file_mb * _MB), settings.file_timeout)
-
-
-_MB = 1024 * 1024
-
-
-def _vanished(docs: Sequence[DocumentRecord], scope: Sequence[Path]) -> list[DocumentRecord]:
-    """Documents under ``scope`` (folders, or files named) whose file no longer exists."""
-    out = []
-    for d in docs:
-        path = Path(d.source)
-        in_scope = any(path == s or s in path.parents for s in scope)
-        if in_scope and path.is_absolute() and not path.exists():
-            out.append(d)
-    return out
-
-
-def _by_sha(docs: Sequence[DocumentRecord]) -> dict[str, list[DocumentRecord]]:
-    out: dict[str, list[DocumentRecord]] = {}
-    for d in docs:
-        out.setdefault(d.sha256, []).append(d)
-    return out
-
-
-def _plan(
-    candidates: Sequence[Path | TextDocument],
-    skipped: list[SkippedFile],
-    index_dir: Path,
-    settings: Settings,
-    scope: list[Path] | None,
-) -> IngestReport:
-    """A dry run: hash the files and compare them with the index, without loading any model."""
-    started = time.perf_counter()
-    report = IngestReport(index=str(index_dir), files_skipped=skipped, dry_run=True)
-    plan = report.plan = IngestPlan()
-    try:
-        with Store.open(index_dir) as store:
-            docs = store.documents()
-            report.documents_total, report.chunks_total = store.counts()
-    except IndexNotFound:
-        docs = []
-    by_source = {d.source: d for d in docs}
-    vanished = _vanished(docs, scope) if scope is not None else []
-    renames = _by_sha(vanished)
-    limits = _Limits.of(settings)
-    claimed: set[int] = set()
-    for candidate in candidates:
-        source = _source_of(candidate)
-        data, reason = _read(candidate, limits)
-        if data is None:
-            report.files_skipped.append(SkippedFile(path=source, reason=reason or ""))
-            continue
-        sha = hashlib.sha256(data).hexdigest()
-        rec = by_source.get(source)
-        if rec is not None:
-            (plan.unchanged if rec.sha256 == sha else plan.updated).append(source)
-        elif renames.get(sha):
-            old = renames[sha].pop(0)
-            claimed.add(old.id)
-            plan.renamed.append(Rename(source=old.source, target=source))
-        else:
-            plan.added.append(source)
-    plan.deleted = [d.source for d in vanished if d.id not in claimed]
-    report.added, report.updated = len(plan.added), len(plan.updated)
-    report.unchanged, report.renamed = len(plan.unchanged), len(plan.renamed)
-    report.deleted = len(plan.deleted)
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
-
-
-def _read(candidate: Path | TextDocument, limits: _Limits) -> tuple[bytes | None, str | None]:
-    """The bytes of a candidate, or None and why it is skipped."""
-    if isinstance(candidate, TextDocument):
-        return candidate.text.encode("utf-8"), None
-    try:
-        size = candidate.stat().st_size
-        if size > limits.max_bytes:
-            return None, (
-                f"too large ({size / _MB:.1f} MB; the limit is {limits.max_bytes / _MB:g} MB, "
-                "setting max_file_mb)"
-            )
-        return candidate.read_bytes(), None
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-
-
 def _produce(
     candidates: Sequence[Path | TextDocument],
     known: dict[str, DocumentRecord],
     renames: dict[str, list[DocumentRecord]],
     chunker: Chunker,
-    limits: _Limits,
+    limits: Limits,
     out: queue.Queue[_Work | _Done | BaseException],
     stop: threading.Event,
 ) -> None:
@@ -451,20 +278,16 @@ def _produce(
         out.put(exc)
 
 
-def _source_of(candidate: Path | TextDocument) -> str:
-    return candidate.source if isinstance(candidate, TextDocument) else str(candidate)
-
-
 def _prepare(
     candidate: Path | TextDocument,
     known: dict[str, DocumentRecord],
     renames: dict[str, list[DocumentRecord]],
     chunker: Chunker,
-    limits: _Limits,
+    limits: Limits,
 ) -> _Work:
     """Hash, load and chunk one candidate (runs in the loader thread)."""
-    source = _source_of(candidate)
-    data, reason = _read(candidate, limits)
+    source = source_of(candidate)
+    data, reason = read_candidate(candidate, limits)
     if data is None:
         return _Work(source, "", 0, None, [], "skipped", reason)
     sha = hashlib.sha256(data).hexdigest()

@@ -25,10 +25,10 @@ from rag.errors import (
 )
 
 if TYPE_CHECKING:
-    from rag.answer import Answer, Citation, Usage
+    from rag.answer import Answer, AnswerStream, Citation, Usage
     from rag.chat import Chat
-    from rag.engine import RAG, AnswerStream
-    from rag.filters import Filters
+    from rag.engine import RAG
+    from rag.index.filters import Filters
 
 __version__ = "0.1.0"
 
@@ -56,9 +56,9 @@ __all__ = [
 
 _LAZY = {
     "RAG": "rag.engine",
-    "AnswerStream": "rag.engine",
+    "AnswerStream": "rag.answer",
     "Chat": "rag.chat",
-    "Filters": "rag.filters",
+    "Filters": "rag.index.filters",
     "Answer": "rag.answer",
     "Citation": "rag.answer",
     "Usage": "rag.answer",

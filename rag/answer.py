@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from pydantic import BaseModel, Field
 
 
@@ -71,3 +73,16 @@ class Answer(BaseModel):
     )
     model: str
     usage: Usage = Field(default_factory=Usage)
+
+
+class AnswerStream:
+    """Iterate to receive the answer's text as it is generated; then read :attr:`answer`."""
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[], Answer]) -> None:
+        self._pieces = pieces
+        self._finish = finish
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
+        self.answer = self._finish()

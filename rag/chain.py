@@ -17,10 +17,10 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrou
 
 from rag.answer import Answer, Usage
 from rag.citations import attribute, cited_numbers, is_abstention, strip_invalid
-from rag.llm import LLMBackend
+from rag.llm.backend import LLMBackend
 from rag.packing import PackedPrompt, pack
 from rag.prompts import PromptTemplates
-from rag.retrieval import to_citation
+from rag.retrieval.retriever import to_citation
 
 
 @dataclass(frozen=True)

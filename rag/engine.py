@@ -7,16 +7,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.answer import Answer, Citation
+from rag.answer import Answer, AnswerStream, Citation
 from rag.config import Settings
-from rag.embeddings import Embedder
 from rag.errors import ConfigError
-from rag.store import Manifest, Store, check_compatible
+from rag.index.manifest import Manifest, check_compatible
+from rag.index.reader import Store
+from rag.retrieval.embeddings import Embedder
 
 if TYPE_CHECKING:
     from rag.chat import Chat
     from rag.packing import PackedPrompt
-    from rag.retrieval import Filters
+    from rag.retrieval.retriever import Filters
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,6 @@ CALL_OVERRIDES = frozenset(
         "rerank_candidates",
     }
 )
-
-
-class AnswerStream:
-    """Iterate to receive the answer's text as it is generated; then read :attr:`answer`."""
-
-    def __init__(self, pieces: Iterator[str], finish: Any) -> None:
-        self._pieces = pieces
-        self._finish = finish
-        self.answer: Answer | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._pieces
-        self.answer = self._finish()
 
 
 class RAG:
@@ -113,7 +101,7 @@ class RAG:
         ``overrides`` may change retrieval settings for this call: retrieval_mode, hybrid_alpha,
         fetch_k, mmr, mmr_lambda.
         """
-        from rag.retrieval import to_citation
+        from rag.retrieval.retriever import to_citation
 
         settings = self._settings_for({**overrides, "top_k": k})
         docs = self._retriever(settings, filters).invoke(question)
@@ -267,7 +255,7 @@ class RAG:
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from rag.llm import make_backend
+            from rag.llm.factory import make_backend
 
             self._backend = make_backend(self.settings)
         return self._backend
@@ -293,7 +281,7 @@ class RAG:
         return load_templates(self.settings.prompt_dir)
 
     def _retriever(self, settings: Settings, filters: Any = None) -> Any:
-        from rag.retrieval import Retriever
+        from rag.retrieval.retriever import Retriever
 
         return Retriever(
             store=self.store,
@@ -339,6 +327,6 @@ def _inputs(
 def _reranker(settings: Settings) -> Any:
     if not settings.reranker:
         return None
-    from rag.reranking import load_reranker
+    from rag.retrieval.reranking import load_reranker
 
     return load_reranker(settings.reranker, settings.device)

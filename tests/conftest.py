@@ -10,8 +10,8 @@ import pytest
 
 from ingest import IngestReport, ingest
 from rag.config import Settings
-from rag.embeddings import Embedder
-from rag.tokens import Tokenizer, load_tokenizer
+from rag.llm.tokens import Tokenizer, load_tokenizer
+from rag.retrieval.embeddings import Embedder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from ingest.chunking import Chunk, Chunker, ChunkLimits
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadedFile, Page, load
 from rag.config import Settings
-from rag.embeddings import Embedder
-from rag.tokens import Tokenizer
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import DOCUMENTS, NO_TEXT_PDF
 
 # Every real document with text: all text and markdown files and all PDFs but the scanned one.

@@ -1,7 +1,7 @@
 """A `rag ingest` killed with SIGKILL at any step leaves the previous index (or none) intact.
 
 Each kill is a real `rag ingest` subprocess that freezes at a named point (``RAG_PAUSE_AT``, see
-:mod:`rag.crashpoints`), announces it in a marker file and is then killed: the test waits on that
+:mod:`rag.index.crashpoints`), announces it in a marker file and is then killed: the test waits on that
 event, never on the clock, so it does not depend on the machine's speed. The points cover the
 whole run: discovery, loading, embedding, the working copy, each file of the snapshot and its
 fsyncs, the snapshot rename, the CURRENT temp file and its rename, and the deletion of old
@@ -26,12 +26,14 @@ import pytest
 from ingest import ingest
 from rag.cli import main
 from rag.config import Settings
-from rag.crashpoints import PAUSE_AT, PAUSE_FILE, POINTS
-from rag.embeddings import Embedder
 from rag.errors import IndexNotFound
-from rag.snapshots import snapshot_names
-from rag.store import DOCSTORE, Store, verify, verify_snapshot
-from rag.tokens import Tokenizer
+from rag.index.crashpoints import PAUSE_AT, PAUSE_FILE, POINTS
+from rag.index.manifest import DOCSTORE
+from rag.index.reader import Store
+from rag.index.snapshots import snapshot_names
+from rag.index.verify import verify, verify_snapshot
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import DOCUMENTS
 
 # A first ingest into an empty directory: every step up to the first commit and just after it.

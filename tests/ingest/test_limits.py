@@ -8,9 +8,9 @@ from pypdf import PdfReader, PdfWriter
 
 from ingest import ingest
 from rag.config import Settings
-from rag.embeddings import Embedder
-from rag.store import Store
-from rag.tokens import Tokenizer
+from rag.index.reader import Store
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import ATTENTION_PDF
 from tests.ingest.test_pipeline import _pdf_bytes
 

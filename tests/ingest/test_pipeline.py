@@ -22,7 +22,6 @@ from pypdf import PdfReader, PdfWriter
 
 from ingest import FileProgress, IngestReport, ingest
 from rag.config import Settings
-from rag.embeddings import Embedder
 from rag.errors import (
     ConfigError,
     IndexLocked,
@@ -31,8 +30,10 @@ from rag.errors import (
     NothingIngested,
     RagError,
 )
-from rag.store import Store, open_writer
-from rag.tokens import Tokenizer
+from rag.index.reader import Store
+from rag.index.writer import open_writer
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
 
 MARKER = "Zanzibar marmalade quota"

@@ -13,10 +13,13 @@ import pytest
 from ingest import IngestReport, ingest
 from rag.cli import main
 from rag.config import Settings
-from rag.embeddings import Embedder
 from rag.errors import IndexCorrupt
-from rag.store import DOCSTORE, VECTORS, Store, current_snapshot, verify
-from rag.tokens import Tokenizer
+from rag.index.manifest import DOCSTORE, VECTORS
+from rag.index.reader import Store
+from rag.index.snapshots import current_snapshot
+from rag.index.verify import verify
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import DOCUMENTS
 from tests.ingest.test_pipeline import _digest, _head, _write
 

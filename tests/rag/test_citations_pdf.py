@@ -14,8 +14,8 @@ import pytest
 from ingest import ingest
 from rag import RAG, Filters
 from rag.config import Settings
-from rag.embeddings import Embedder
-from rag.tokens import Tokenizer
+from rag.llm.tokens import Tokenizer
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import DOCUMENTS
 
 LLAMA2_PDF = DOCUMENTS / "pdf" / "llama2_paper_first4pages.pdf"

@@ -9,8 +9,8 @@ import pytest
 from ingest import IngestReport
 from rag import RAG, Answer
 from rag.config import Settings
-from rag.embeddings import Embedder
 from rag.errors import ConfigError, IndexMismatch, IndexNotFound
+from rag.retrieval.embeddings import Embedder
 
 QUESTION = "What does the Transformer use instead of recurrence?"
 

@@ -9,10 +9,10 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 
 from rag.errors import PromptTooLong
-from rag.llm import EmbeddedBackend
+from rag.llm.embedded import EmbeddedBackend
+from rag.llm.tokens import SentencePieceTokenizer
 from rag.packing import build_messages, pack
 from rag.prompts import load_templates
-from rag.tokens import SentencePieceTokenizer
 from tests.conftest import LLAMA2_TOKENIZER
 
 

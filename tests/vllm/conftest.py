@@ -17,9 +17,15 @@ from pathlib import Path
 import pytest
 
 from rag.config import Settings
-from rag.default_model import DEFAULT_MODEL_NAME, default_model_dir
 from rag.errors import RagError
-from rag.serve import CPU_KV_CACHE_BYTES, VLLMServer, free_port, is_cpu_build, resolve_vllm_python
+from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+from rag.llm.serve import (
+    CPU_KV_CACHE_BYTES,
+    VLLMServer,
+    free_port,
+    is_cpu_build,
+    resolve_vllm_python,
+)
 from tests.conftest import REPO
 
 REQUIRE_VLLM = os.environ.get("RAG_REQUIRE_VLLM") == "1"

@@ -14,17 +14,18 @@ import pytest
 from ingest import IngestReport
 from rag import RAG, Answer
 from rag.config import Settings
-from rag.embeddings import Embedder
 from rag.errors import ConfigError, LLMUnavailable, ModelUnavailable, PromptTooLong
-from rag.llm import EmbeddedBackend, make_backend
-from rag.serve import VLLMServer, free_port, port_in_use, resolve_vllm_python
+from rag.llm.embedded import EmbeddedBackend
+from rag.llm.factory import make_backend
+from rag.llm.serve import VLLMServer, free_port, port_in_use, resolve_vllm_python
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import REPO
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
 def test_selection_auto_server_embedded() -> None:
-    from rag.openai_server import OpenAIServerBackend
+    from rag.llm.openai_server import OpenAIServerBackend
 
     assert isinstance(make_backend(Settings.model_validate({})), EmbeddedBackend)
     served = make_backend(Settings.model_validate({"llm_url": "http://127.0.0.1:1/v1"}))
@@ -63,7 +64,7 @@ def test_import_rag_stays_light() -> None:
 
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here")
 def test_in_process_vllm_without_vllm_says_how_to_get_it() -> None:
-    from rag.vllm_inprocess import VLLMBackend
+    from rag.llm.vllm_inprocess import VLLMBackend
 
     backend = VLLMBackend("some/model", "some/model")
     with pytest.raises(ModelUnavailable, match="pip install vllm"):
@@ -71,7 +72,7 @@ def test_in_process_vllm_without_vllm_says_how_to_get_it() -> None:
 
 
 def test_in_process_vllm_uses_llm_model_or_the_default(tmp_path: Path) -> None:
-    from rag.vllm_inprocess import VLLMBackend
+    from rag.llm.vllm_inprocess import VLLMBackend
 
     chosen = VLLMBackend.shared(
         Settings.model_validate(
@@ -129,7 +130,7 @@ def test_server_command_and_start_errors(tmp_path: Path) -> None:
 
 def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     """A server whose children ignore SIGINT is still gone after stop()."""
-    from rag.serve import group_alive
+    from rag.llm.serve import group_alive
 
     server = VLLMServer(Path(sys.executable), "m", "m", port=free_port())
     child = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
@@ -150,7 +151,7 @@ def _record_group_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, in
     """Every os.killpg that rag.serve makes, recorded and then really sent."""
     import os
 
-    import rag.serve
+    import rag.llm.serve
 
     sent: list[tuple[int, int]] = []
     real = os.killpg
@@ -166,7 +167,7 @@ def _record_group_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, in
 def test_stopping_twice_signals_nothing_the_second_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """stop() forgets the process it stopped: a second stop (the CLI's finally, an atexit hook)
     must not signal a process-group id that may by then belong to someone else."""
-    from rag.serve import group_alive
+    from rag.llm.serve import group_alive
 
     sent = _record_group_signals(monkeypatch)
     server = VLLMServer(Path(sys.executable), "m", "m", port=free_port())
@@ -235,7 +236,7 @@ def test_cli_check_on_a_dead_server(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_export_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from rag.cli import main
-    from rag.default_model import default_model_dir
+    from rag.llm.default_model import default_model_dir
 
     target = tmp_path / "model"
     # Copy the already exported default instead of converting the GGUF again (20 s).

@@ -11,9 +11,9 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from rag.llm import DEFAULT_STOP
-from rag.repetition import RepetitionGuard, guard_stream
-from rag.server_chat import _guard_chunks
+from rag.llm.backend import DEFAULT_STOP
+from rag.llm.repetition import RepetitionGuard, guard_stream
+from rag.llm.server_chat import _guard_chunks
 
 LOOP = "It is 4096 tokens long. It is 4096 tokens long. It is 4096 tokens long. It is"
 

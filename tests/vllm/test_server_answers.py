@@ -13,12 +13,12 @@ from ingest import IngestReport
 from rag import RAG, Answer
 from rag.cli import main
 from rag.config import Settings
-from rag.default_model import DEFAULT_MODEL_NAME
-from rag.embeddings import Embedder
 from rag.errors import ConfigError, LLMUnavailable, PromptTooLong
-from rag.llama2_format import render
-from rag.openai_server import OpenAIServerBackend, check_server
-from rag.server_chat import ServerChatModel
+from rag.llm.default_model import DEFAULT_MODEL_NAME
+from rag.llm.llama2_format import render
+from rag.llm.openai_server import OpenAIServerBackend, check_server
+from rag.llm.server_chat import ServerChatModel
+from rag.retrieval.embeddings import Embedder
 
 pytestmark = pytest.mark.vllm
 
@@ -114,7 +114,7 @@ def test_ask_many_against_a_dead_server_says_so_at_once(
     built_index: tuple[Path, IngestReport], embedder: Embedder, server_settings: Settings
 ) -> None:
     """No server at all: one clear error up front rather than one per question."""
-    from rag.serve import free_port
+    from rag.llm.serve import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with (

@@ -25,10 +25,10 @@ import pytest
 from ingest import IngestReport
 from rag import RAG
 from rag.config import Settings
-from rag.default_model import DEFAULT_MODEL_NAME
-from rag.embeddings import Embedder
 from rag.errors import LLMUnavailable
-from rag.serve import group_alive
+from rag.llm.default_model import DEFAULT_MODEL_NAME
+from rag.llm.serve import group_alive
+from rag.retrieval.embeddings import Embedder
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.vllm
@@ -87,7 +87,7 @@ def served(
 
 
 def test_serve_prints_a_url_that_answers(served: Served) -> None:
-    from rag.openai_server import check_server
+    from rag.llm.openai_server import check_server
 
     report = check_server(Settings.model_validate({"llm_url": served.url}))
     assert [(m.id, m.max_model_len) for m in report.models] == [(DEFAULT_MODEL_NAME, 4096)]

@@ -1,0 +1,171 @@
+"""``rag index ...``: check an index's consistency, repair its CURRENT, remove documents."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from rag.config import Settings
+from rag.errors import IndexCorrupt
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ``index`` command group to the ``rag`` parser."""
+    index = sub.add_parser("index", help="verify an index or remove documents from it")
+    index_sub = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
+
+    verify = index_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check that vectors, chunks, full-text index and manifest agree",
+        description="Exit 0 when the committed snapshot is consistent; otherwise list the "
+        f"problems and exit {IndexCorrupt.exit_code}.",
+    )
+    verify.set_defaults(func=_cmd_verify)
+
+    recover = index_sub.add_parser(
+        "recover",
+        parents=[common],
+        help="point CURRENT at the newest snapshot that verifies, when CURRENT is damaged",
+        description="When CURRENT is missing, damaged or names a snapshot that does not verify, "
+        "make it name the newest snapshot on disk that opens and verifies. Nothing is deleted; "
+        "an index whose CURRENT is sound is left as it is.",
+    )
+    recover.set_defaults(func=_cmd_recover)
+
+    delete = index_sub.add_parser(
+        "delete",
+        parents=[common],
+        help="remove documents by source path or glob, in one atomic commit",
+    )
+    delete.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a source path as stored (see 'rag info --sources') or a glob such as '*.pdf'",
+    )
+    delete.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="delete without asking; needed with --json or without a terminal when more than "
+        "one document, or every document, matches",
+    )
+    delete.description = (
+        "Deleting more than one document, or every document, asks for confirmation first."
+    )
+    delete.set_defaults(func=_cmd_delete)
+
+
+def _index_dir(args: argparse.Namespace) -> Any:
+    return Settings.load(args.config, index_dir=args.index).index_dir
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from rag.index.reader import Store
+    from rag.index.snapshots import current_name, snapshot_names
+    from rag.index.verify import verify
+
+    index_dir = _index_dir(args)
+    problems = verify(index_dir)
+    data: dict[str, Any] = {"index": str(index_dir), "ok": not problems, "problems": problems}
+    data.update(current=current_name(index_dir), snapshots=snapshot_names(index_dir))
+    if not problems:
+        with Store.open(index_dir) as store:
+            docs, chunks = store.counts()
+            data.update(snapshot=store.snapshot.name, documents=docs, chunks=chunks)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif problems:
+        print(f"error: the index in {index_dir} is inconsistent:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        found = ", ".join(data["snapshots"]) or "none"
+        print(f"CURRENT holds {data['current']!r}; snapshots on disk: {found}.", file=sys.stderr)
+        print(
+            f"Point CURRENT at the newest snapshot that verifies (nothing is deleted) with: "
+            f"rag index recover --index {index_dir}\n"
+            "or rebuild into a new directory with: rag ingest PATH --index NEW_DIR",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"{index_dir}: OK ({data['snapshot']}: {data['documents']} documents, "
+            f"{data['chunks']} chunks, one vector each; full-text index intact)"
+        )
+    return IndexCorrupt.exit_code if problems else 0
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from rag.index.recovery import recover
+
+    index_dir = _index_dir(args)
+    result = recover(index_dir)
+    if args.json:
+        data = {"index": str(index_dir)} | dataclasses.asdict(result)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    for name, problems in result.rejected.items():
+        print(f"skipped {name}: {problems[0]}", file=sys.stderr)
+    if result.changed:
+        print(f"{index_dir}: CURRENT now names {result.snapshot} (was {result.previous!r}).")
+    else:
+        print(f"{index_dir}: CURRENT already names {result.snapshot}, which verifies; unchanged.")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from rag.index.documents import delete_documents, match_documents
+
+    index_dir = _index_dir(args)
+    # Matched and confirmed before the writer opens: a refusal changes nothing.
+    matched, _, total = match_documents(index_dir, args.sources)
+    several = len(matched) > 1 or (len(matched) == 1 and total == 1)
+    if several and not args.yes and not _confirmed(args, matched, total):
+        print("Nothing was deleted.", file=sys.stderr)
+        return 1
+    removed, unmatched = delete_documents(index_dir, args.sources, only={d.source for d in matched})
+    if args.json:
+        data = {
+            "index": str(index_dir),
+            "removed": [{"source": d.source, "chunks": d.chunks} for d in removed],
+            "chunks_removed": sum(d.chunks for d in removed),
+            "unmatched": unmatched,
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        for d in removed:
+            print(f"removed {d.source} ({d.chunks} chunks)")
+        for pattern in unmatched:
+            print(f"no document matches {pattern!r} (see: rag info --sources)", file=sys.stderr)
+        print(f"{len(removed)} document(s) removed from {index_dir}.")
+    return 0 if removed or not unmatched else 1
+
+
+_SHOWN = 10  # documents listed before asking
+
+
+def _confirmed(args: argparse.Namespace, matched: list[Any], total: int) -> bool:
+    """Ask on the terminal before deleting several documents; refuse where nobody can answer."""
+    from rag.errors import ConfigError
+
+    n = len(matched)
+    what = f"{n} of the {total} documents" if n < total else f"every document ({n})"
+    if args.json or not sys.stdin.isatty():
+        raise ConfigError(
+            f"{' '.join(args.sources)} matches {what} in the index; nothing was deleted. "
+            "Add --yes to delete them without asking."
+        )
+    print(f"{' '.join(args.sources)} matches {what}:")
+    for d in matched[:_SHOWN]:
+        print(f"  {d.source} ({d.chunks} chunks)")
+    if n > _SHOWN:
+        print(f"  ... and {n - _SHOWN} more")
+    try:
+        answer = input(f"Delete {n} document{'s' if n > 1 else ''}? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")

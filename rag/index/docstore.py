@@ -1,0 +1,147 @@
+"""The SQLite document store of a snapshot: schema, migration, rows and the queries the reader,
+the writer and deletion share.
+
+Documents and chunks (text, source, page, character span) live in plain tables; ``chunks_fts`` is
+an FTS5 index over the chunk text and its heading (document title and section), kept in step by
+triggers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.index.filters import source_glob_sql
+
+# Version 1 indexes lack chunks.heading; their full-text index is rebuilt on the next write.
+MIGRATE_1_TO_2 = """
+ALTER TABLE chunks ADD COLUMN heading TEXT;
+UPDATE chunks SET heading = (
+    SELECT TRIM(COALESCE(d.title, '') || ' ' || COALESCE(chunks.section, ''))
+    FROM documents d WHERE d.id = chunks.doc_id
+);
+DROP TRIGGER IF EXISTS chunks_ai;
+DROP TRIGGER IF EXISTS chunks_ad;
+DROP TABLE IF EXISTS chunks_fts;
+"""
+
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    pages INTEGER NOT NULL,
+    title TEXT,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_sha256 ON documents(sha256);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    page INTEGER,
+    page_label TEXT,
+    section TEXT,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    heading TEXT
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, heading, content='chunks', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading)
+    VALUES ('delete', old.id, old.text, old.heading);
+END;
+"""
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One stored chunk with its provenance."""
+
+    id: int
+    source: str
+    page: int | None
+    page_label: str | None
+    section: str | None
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    """A chunk to store; ``start``/``end`` are character offsets into its page (or file) text."""
+
+    text: str
+    page: int | None
+    page_label: str | None
+    section: str | None
+    start: int
+    end: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: int
+    source: str
+    sha256: str
+    kind: str
+    pages: int
+    chunks: int
+
+
+def list_documents(
+    db: sqlite3.Connection, where: str | None = None, args: Sequence[Any] = ()
+) -> list[DocumentRecord]:
+    sql = (
+        "SELECT d.id, d.source, d.sha256, d.kind, d.pages, COUNT(c.id) FROM documents d "
+        "LEFT JOIN chunks c ON c.doc_id = d.id"
+    )
+    if where:
+        sql += f" WHERE {where}"
+    rows = db.execute(sql + " GROUP BY d.id ORDER BY d.source", list(args)).fetchall()
+    return [DocumentRecord(*r) for r in rows]
+
+
+def match_sources(db: sqlite3.Connection, pattern: str) -> list[DocumentRecord]:
+    """Documents whose source is ``pattern``, or matches it as a glob.
+
+    As in :meth:`Store.filter_ids`, a glob without a slash also matches file names.
+    """
+    exact = list_documents(db, "d.source = ?", [pattern])
+    if exact:
+        return exact
+    return list_documents(db, *source_glob_sql(pattern))
+
+
+def match_patterns(
+    db: sqlite3.Connection, patterns: Sequence[str]
+) -> tuple[list[DocumentRecord], list[str]]:
+    matched: dict[int, DocumentRecord] = {}
+    unmatched: list[str] = []
+    for pattern in patterns:
+        found = match_sources(db, pattern)
+        if not found and not any(c in pattern for c in "*?["):
+            # A path as typed (relative, ~) is stored absolute and resolved.
+            found = match_sources(db, str(Path(pattern).expanduser().resolve()))
+        if not found:
+            unmatched.append(pattern)
+        for d in found:
+            matched.setdefault(d.id, d)
+    return sorted(matched.values(), key=lambda d: d.source), unmatched

@@ -1,0 +1,213 @@
+"""The embedded default: a transformers causal LM run in-process on the CPU, with no server and no
+network (the packaged SmolLM2-135M-Instruct unless configured otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Any, ClassVar
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from rag.config import Settings
+from rag.errors import ModelUnavailable
+from rag.llm.backend import DEFAULT_STOP, GenerationParams
+from rag.llm.inprocess import ChatTemplateTokens, InProcessChatModel
+from rag.llm.repetition import guard_stream
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBackend(ChatTemplateTokens):
+    """A transformers causal LM run in-process on the CPU (default: the packaged SmolLM2-135M)."""
+
+    _instances: ClassVar[dict[tuple[str, str], EmbeddedBackend]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, model_dir: str, name: str, device: str = "cpu", window: int | None = None):
+        self.model_dir = model_dir
+        self._name = name
+        self.device = device
+        self._window = window
+        self._generate_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, settings: Settings) -> EmbeddedBackend:
+        """One loaded copy per model directory and process."""
+        from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+
+        model_dir = str(default_model_dir(settings.cache_dir))
+        key = (model_dir, settings.device or "cpu")
+        with cls._instances_lock:
+            inst = cls._instances.get(key)
+            if inst is None:
+                inst = cls(model_dir, DEFAULT_MODEL_NAME, settings.device or "cpu")
+                cls._instances[key] = inst
+        inst._window = settings.context_window
+        return inst
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_dir)
+
+    @cached_property
+    def model(self) -> Any:
+        try:
+            from transformers import AutoModelForCausalLM
+
+            model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir)
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"Cannot load the embedded model from {self.model_dir}: {exc}. Delete that "
+                "directory to have it unpacked again."
+            ) from exc
+        model.to(self.device)
+        model.eval()
+        return model
+
+    @property
+    def context_window(self) -> int:
+        if self._window:
+            return self._window
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(self.model_dir).max_position_embeddings)
+
+    def chat_model(self, settings: Settings) -> BaseChatModel:
+        return EmbeddedChatModel.for_settings(self, settings)
+
+    def generate(
+        self,
+        messages: Sequence[BaseMessage],
+        params: GenerationParams,
+        stop: Sequence[str] = DEFAULT_STOP,
+    ) -> Iterator[str | tuple[int, int]]:
+        """Stream text pieces, then one ``(prompt_tokens, completion_tokens)`` tuple."""
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        prompt_ids = self.encode_messages(messages)
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": params.max_tokens,
+            "do_sample": sample,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        if params.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        halt = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Halt(halt)])
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs["streamer"] = streamer
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with self._generate_lock, torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    result["out"] = self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread
+                result["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            # Small models loop on one sentence or run on into an invented next turn: both are
+            # cut, and ``halt`` stops the generator spending time on them.
+            yield from guard_stream(streamer, stop, halt)
+        finally:
+            halt.set()  # also when the caller stops reading early
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        completion = int(result["out"].shape[1]) - len(prompt_ids)
+        yield (len(prompt_ids), completion)
+
+
+class _Halt:
+    """A transformers stopping criterion that ends generation once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class EmbeddedChatModel(InProcessChatModel):
+    """LangChain chat model over :class:`EmbeddedBackend`."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "rag-embedded"
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for piece in self.backend.generate(messages, self, stop or DEFAULT_STOP):
+            if isinstance(piece, tuple):
+                prompt, completion = piece
+                usage = {
+                    "input_tokens": prompt,
+                    "output_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                yield ChatGenerationChunk(
+                    message=AIMessageChunk(
+                        content="",
+                        usage_metadata=usage,
+                        response_metadata={"model_name": self.backend.model_name},
+                    )
+                )
+                continue
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text: list[str] = []
+        usage = None
+        for chunk in self._stream(messages, stop, run_manager, **kwargs):
+            msg = chunk.message
+            if isinstance(msg, AIMessageChunk) and msg.usage_metadata:
+                usage = msg.usage_metadata
+            text.append(str(msg.content))
+        message = AIMessage(
+            content="".join(text),
+            usage_metadata=usage,
+            response_metadata={"model_name": self.backend.model_name},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])

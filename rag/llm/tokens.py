@@ -1,0 +1,158 @@
+"""Token counting with the tokenizer of the model that will read the text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag.config import Settings
+from rag.errors import ConfigError, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Tokenizer(Protocol):
+    """What chunking and packing need from a tokenizer."""
+
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+    def count_many(self, texts: Sequence[str]) -> list[int]: ...
+
+
+class HFTokenizer:
+    """A Hugging Face (fast) tokenizer; counts exclude special tokens."""
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        self.name = name
+        self._tok = tokenizer
+
+    @property
+    def hf(self) -> Any:
+        return self._tok
+
+    def count(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self._tok(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece ``.model`` file, such as Llama 2's ``tokenizer.model``."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import sentencepiece as spm
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ModelUnavailable(
+                f"Reading {path} needs the sentencepiece package: pip install sentencepiece"
+            ) from exc
+        self.name = str(path)
+        self._sp = spm.SentencePieceProcessor(model_file=str(path))
+
+    @property
+    def sp(self) -> Any:
+        return self._sp
+
+    def count(self, text: str) -> int:
+        return len(self._sp.encode(text))
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [len(x) for x in self._sp.encode(list(texts))]
+
+
+def tokenizer_name(settings: Settings) -> str:
+    """The name recorded in manifests for the tokenizer :func:`load_tokenizer` uses.
+
+    Raises :class:`ConfigError` when the settings name a served model whose tokenizer is unknown.
+    """
+    from rag.llm.default_model import DEFAULT_MODEL_NAME
+
+    if settings.tokenizer:
+        return settings.tokenizer
+    return _reading_model(settings) or DEFAULT_MODEL_NAME
+
+
+def load_tokenizer(settings: Settings) -> Tokenizer:
+    """The tokenizer that counts chunk and prompt tokens for these settings.
+
+    Without a ``tokenizer`` setting it is the tokenizer of the model that will read the chunks:
+    the embedded model's, or the one named by ``llm_model`` for a server (or in-process vLLM),
+    loaded from a local directory or the Hugging Face cache, never downloaded here. A served
+    model whose tokenizer is not available that way raises :class:`ConfigError` naming
+    ``--tokenizer``, rather than counting in another model's tokens.
+    """
+    if settings.tokenizer is not None:
+        return _load_named(settings.tokenizer)
+    model = _reading_model(settings)
+    if model is None:
+        from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+
+        return _load_hf(str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME)
+    try:
+        return _load_hf(model, model, offline=True)
+    except ModelUnavailable as exc:
+        raise ConfigError(
+            f"Chunks are counted in tokens of the model that reads them, and the tokenizer of "
+            f"llm_model {model!r} is not available offline (not a local model directory, nor in "
+            f"the Hugging Face cache): {exc.__cause__ or exc}. {_NAME_A_TOKENIZER}"
+        ) from exc
+
+
+_NAME_A_TOKENIZER = (
+    "Name the served model's tokenizer with --tokenizer (or RAG_TOKENIZER, or 'tokenizer' in "
+    "rag.toml): a local tokenizer directory, a Hugging Face name already downloaded, or a "
+    "SentencePiece file, e.g. --tokenizer /models/Llama-2-7b-chat-hf or "
+    "--tokenizer /models/llama2/tokenizer.model."
+)
+
+
+def _reading_model(settings: Settings) -> str | None:
+    """The model, other than the embedded default, that will read the chunks; None: the default.
+
+    Mirrors the backend choice of :func:`rag.llm.make_backend`.
+    """
+    backend = settings.llm_backend
+    if backend == "vllm":
+        return settings.llm_model  # None: vLLM runs the exported default model
+    if backend == "server" or (backend == "auto" and settings.llm_url):
+        if not settings.llm_model:
+            raise ConfigError(
+                "Chunks are counted in tokens of the model that reads them, but no llm_model "
+                f"names the served model. Pass --llm-model NAME, or: {_NAME_A_TOKENIZER}"
+            )
+        return settings.llm_model
+    return None
+
+
+@lru_cache(maxsize=8)
+def _load_named(name: str) -> Tokenizer:
+    path = Path(name).expanduser()
+    if path.suffix == ".model" and path.is_file():
+        return SentencePieceTokenizer(path)
+    return _load_hf(name, name)
+
+
+@lru_cache(maxsize=8)
+def _load_hf(source: str, name: str, offline: bool = False) -> HFTokenizer:
+    try:
+        from transformers import AutoTokenizer
+
+        # offline: a local directory or the Hugging Face cache only, whatever HF_HUB_OFFLINE says.
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"Cannot load tokenizer {source!r}: {exc}. Set 'tokenizer' to a local tokenizer "
+            "directory or a SentencePiece .model file."
+        ) from exc
+    # Counting long documents is intended; silence the "sequence longer than max" warning.
+    tok.model_max_length = 10**9
+    return HFTokenizer(name, tok)

@@ -1,0 +1,1 @@
+"""Finding passages: the embedder, dense / lexical / hybrid retrieval, fusion, MMR and reranking."""

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from rag.retrieval.embeddings import Embedder
+
+
+def test_onnx_runtime_matches_torch(embedder: Embedder) -> None:
+    texts = [
+        "short",
+        "The Transformer relies entirely on self-attention to compute representations.",
+        "word " * 400,  # longer than the embedder reads: truncated the same way by both
+        "混合检索结合了BM25和语义搜索。",
+    ]
+    assert embedder.active_runtime == "onnx"
+    fast = embedder.embed(texts, batch_size=2)
+    reference = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    cos = (fast * reference).sum(axis=1)
+    assert fast.shape == (4, embedder.dimension)
+    assert np.all(cos > 0.9999), cos
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+
+
+def test_importing_rag_stays_light() -> None:
+    code = (
+        "import sys, rag; from rag import Settings; "
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss', "
+        "'langchain_core') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
