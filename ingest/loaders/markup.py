@@ -12,7 +12,11 @@ import re
 import zipfile
 import zlib
 from html.parser import HTMLParser
+from pathlib import Path
 from xml.etree import ElementTree
+
+from ingest.loaders.document import LoadedFile, LoadError, Page, normalise
+from ingest.loaders.text import decode_text
 
 _SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe"})
 _BLOCK_TAGS = frozenset(
@@ -31,6 +35,22 @@ _READ_BLOCK = 1024 * 1024
 
 class MarkupError(ValueError):
     """The file cannot be parsed; the message is the reason shown to the user."""
+
+
+def load_markup(path: Path, data: bytes, kind: str) -> LoadedFile:
+    """An HTML (``kind="html"``) or DOCX (``kind="docx"``) file as one page with its headings."""
+    try:
+        if kind == "html":
+            text, headings, title = html_to_text(decode_text(data))
+        else:
+            text, headings, title = docx_to_text(data)
+    except MarkupError as exc:
+        raise LoadError(str(exc)) from exc
+    text = normalise(text)
+    if not text.strip():
+        raise LoadError("no text")
+    title = title or (headings[0][1] if headings else None)
+    return LoadedFile(path=path, kind=kind, pages=[Page(text=text, headings=headings)], title=title)
 
 
 class _TextBuilder:

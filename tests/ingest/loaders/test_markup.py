@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingest.loaders import LoadError, load
-from ingest.markup import docx_to_text, html_to_text
+from ingest.loaders.markup import docx_to_text, html_to_text
 
 HTML = """<!doctype html><html><head><title>Release notes</title>
 <style>body { color: red }</style><script>var x = "not text";</script></head>
@@ -182,7 +182,7 @@ def test_docx_archive_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     good = make_docx(tmp_path / "report.docx")
     bad = _zip_bomb_docx(tmp_path / "bomb.docx", inflated=8 * 1024 * 1024)
-    monkeypatch.setattr("ingest.markup.zipfile.ZipFile", Recording)
+    monkeypatch.setattr("ingest.loaders.markup.zipfile.ZipFile", Recording)
     assert docx_to_text(good.read_bytes())[2] == "Quarterly report"
     assert len(opened) == 1 and opened[0].fp is None  # ZipFile.close() drops its file object
     with pytest.raises(LoadError):
