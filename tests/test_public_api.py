@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -197,3 +198,19 @@ def test_every_package_is_packaged() -> None:
         if "__pycache__" not in init.parts
     }
     assert on_disk <= packaged
+
+
+def test_architecture_doc_shows_the_checked_layers() -> None:
+    """docs/architecture.md draws the layers exactly as the import-linter contract states them."""
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        contracts = tomllib.load(fh)["tool"]["importlinter"]["contracts"]
+    [layers] = [c["layers"] for c in contracts if c["type"] == "layers"]
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert "\n".join(["```", *layers, "```"]) in doc
+
+
+def test_architecture_doc_names_only_files_that_exist() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    paths = set(re.findall(r"`((?:rag|ingest|tests)/[\w/]*(?:\.py)?)`", doc))
+    assert len(paths) > 10  # the "where does this change go" list names files to copy
+    assert sorted(p for p in paths if not (ROOT / p).exists()) == []
