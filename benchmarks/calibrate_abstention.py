@@ -41,7 +41,7 @@ def best_cosines(rag: RAG, questions: list[str]) -> list[float]:
     out = []
     for q in questions:
         hits = rag.retrieve(q, k=4, retrieval_mode="hybrid")
-        out.append(max((h.dense_score or -1.0) for h in hits) if hits else -1.0)
+        out.append(max((h.similarity or -1.0) for h in hits) if hits else -1.0)
     return out
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 
 class SourceRef(BaseModel):
@@ -26,11 +27,15 @@ class Citation(BaseModel):
     end: int = Field(description="Character offset where the passage ends.")
     text: str = Field(description="The passage text.")
     score: float = Field(
-        description="Retrieval score of the mode used: cosine (dense), BM25 (lexical) or the "
-        "fused score (hybrid)."
+        description="What ranked the passage, in the retrieval mode used: dense, the cosine "
+        "similarity; lexical, BM25 (FTS5's bm25() negated, higher is better); hybrid, the convex "
+        "fusion of the min-max normalised dense and BM25 scores (0 to 1); with a reranker, the "
+        "cross-encoder's score. Comparable only among passages of one query and mode."
     )
-    dense_score: float | None = Field(
-        None, description="Cosine similarity of passage and question, whatever the mode."
+    similarity: float | None = Field(
+        None,
+        description="Cosine similarity between the question's vector and the passage's, whatever "
+        "the mode: what `abstain_below` compares. None when it was not computed.",
     )
     chunk_id: int = Field(description="Chunk id in the index.")
     also_in: list[SourceRef] = Field(
@@ -38,6 +43,27 @@ class Citation(BaseModel):
         description="Other files (and pages) holding the same text, whitespace aside; the "
         "passage is retrieved and given to the model once, under its best-ranked copy.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_dense_score(cls, data: Any) -> Any:
+        # Answers saved by the previous release carry the cosine as ``dense_score``.
+        if isinstance(data, dict) and "dense_score" in data and "similarity" not in data:
+            data = {**data, "similarity": data["dense_score"]}
+        return data
+
+    @computed_field(  # type: ignore[prop-decorator]  # pydantic documents this stacking
+        repr=False,
+        description="Deprecated, to be removed in the next release: the same value as "
+        "`similarity`, under its previous name.",
+        json_schema_extra={"deprecated": True},
+    )
+    @property
+    def dense_score(self) -> float | None:
+        """Deprecated: the previous release's name of :attr:`similarity`."""
+        # Kept for one release so that readers of `rag ask --json` and of saved answers keep
+        # working. Not pydantic's ``deprecated=``: that warns on every model_dump.
+        return self.similarity
 
     @property
     def title(self) -> str:

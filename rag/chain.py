@@ -92,7 +92,7 @@ def weak_evidence(packed: PackedPrompt, abstain_below: float | None) -> bool:
         return True
     if abstain_below is None:
         return False
-    cosines = [d.metadata.get("dense_score") for d in packed.passages]
+    cosines = [d.metadata.get("similarity") for d in packed.passages]
     known = [c for c in cosines if c is not None and c == c]  # NaN when not computed
     return bool(known) and max(known) < abstain_below
 

@@ -27,11 +27,9 @@ def print_sources(answer: Any) -> None:
         )
         snippet = " ".join(c.text.split())[:160]
         where = f" > {c.section}" if c.section and c.page is None else ""
-        similarity = c.dense_score if c.dense_score is not None else c.score
-        print(
-            f"  [{c.n}] {display_path(c.source)}{page_suffix(c.page)}{label}{where}"
-            f"  similarity {similarity:.3f}"
-        )
+        # The cosine, in every mode: BM25 and fused scores mean nothing out of their ranking.
+        similarity = f"  similarity {c.similarity:.3f}" if c.similarity is not None else ""
+        print(f"  [{c.n}] {display_path(c.source)}{page_suffix(c.page)}{label}{where}{similarity}")
         if c.also_in:
             copies = "; ".join(f"{display_path(a.source)}{page_suffix(a.page)}" for a in c.also_in)
             print(f"      also in: {copies}")

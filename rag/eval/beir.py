@@ -154,7 +154,7 @@ def evaluate_beir(
 def _documents(hits: list[Any]) -> list[str]:
     """Documents in order of their best chunk."""
     seen: dict[str, None] = {}
-    for record, _score, _dense in hits:
+    for record, _score, _similarity in hits:
         seen.setdefault(record.source, None)
     return list(seen)
 

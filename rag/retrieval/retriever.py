@@ -31,19 +31,19 @@ def _finite(x: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved passage: its chunk, the mode's score, the dense cosine, and the other places
-    that hold the same text (copies collapsed into this passage)."""
+    """One retrieved passage: its chunk, the mode's score, its cosine similarity to the question,
+    and the other places that hold the same text (copies collapsed into this passage)."""
 
     record: ChunkRecord
     score: float
-    dense_score: float
+    similarity: float
     also_in: tuple[Place, ...] = ()
 
 
 def to_document(
     record: ChunkRecord,
     score: float,
-    dense_score: float | None = None,
+    similarity: float | None = None,
     also_in: tuple[Place, ...] = (),
 ) -> Document:
     return Document(
@@ -58,7 +58,7 @@ def to_document(
             "start": record.start,
             "end": record.end,
             "score": score,
-            "dense_score": dense_score,
+            "similarity": similarity,
             "also_in": [{"source": s, "page": p} for s, p in also_in],
         },
     )
@@ -76,7 +76,7 @@ def to_citation(doc: Document, n: int) -> Citation:
         end=md["end"],
         text=doc.page_content,
         score=float(md["score"]),
-        dense_score=_finite(md.get("dense_score")),
+        similarity=_finite(md.get("similarity")),
         chunk_id=int(md["chunk_id"]),
         also_in=[SourceRef(**x) for x in md.get("also_in") or ()],
     )
@@ -85,9 +85,10 @@ def to_citation(doc: Document, n: int) -> Citation:
 class Retriever(BaseRetriever):
     """Dense (FAISS), lexical (BM25, SQLite FTS5) or hybrid retrieval, with filters and MMR.
 
-    Scores in the returned documents' metadata: ``score`` is the mode's own (cosine for dense,
-    BM25 for lexical, the fused score for hybrid, the cross-encoder's when reranking); ``dense_score`` is the cosine similarity to the
-    question whatever the mode, which is what abstention thresholds compare. Passages with the
+    Scores in the returned documents' metadata: ``score`` is what ranked the passage (the cosine
+    for dense, BM25 for lexical, the fused score for hybrid, the cross-encoder's when reranking);
+    ``similarity`` is the cosine similarity to the question whatever the mode, which is what
+    abstention thresholds compare. Passages with the
     same text (whitespace aside) are returned once, listing the other copies in ``also_in``.
     """
 
@@ -110,19 +111,19 @@ class Retriever(BaseRetriever):
     ) -> list[Document]:
         k = int(kwargs.get("k", self.k))
         return [
-            to_document(h.record, h.score, h.dense_score, h.also_in) for h in self.hits(query, k)
+            to_document(h.record, h.score, h.similarity, h.also_in) for h in self.hits(query, k)
         ]
 
     def search(self, query: str, k: int) -> list[tuple[ChunkRecord, float, float]]:
-        """(chunk, score, dense cosine) for the ``k`` best chunks, best first."""
-        return [(h.record, h.score, h.dense_score) for h in self.hits(query, k)]
+        """(chunk, score, cosine similarity) for the ``k`` best chunks, best first."""
+        return [(h.record, h.score, h.similarity) for h in self.hits(query, k)]
 
     def hits(self, query: str, k: int) -> list[Hit]:
         """The ``k`` best distinct passages, best first."""
         store: Store = self.store
         embedder: Embedder = self.embedder
         filters = self.filters if self.filters is not None and not self.filters.is_empty() else None
-        # The question vector is needed in every mode: the dense cosine drives abstention.
+        # The question vector is needed in every mode: the cosine similarity drives abstention.
         qvec = embedder.embed_query(query)
         fetch = max(self.fetch_k, k * (4 if self.mmr else 1))
         while True:

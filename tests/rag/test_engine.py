@@ -87,7 +87,7 @@ def test_abstains_when_no_document_holds_the_answer(rag: RAG) -> None:
     assert answer.passages, "the nearest passages are still listed"
     assert answer.usage.completion_tokens == 0  # weak evidence: the model was not asked
     assert "don't know" in answer.answer
-    assert all((p.dense_score or 0) < 0.35 for p in answer.passages)
+    assert all((p.similarity or 0) < 0.35 for p in answer.passages)
 
 
 def test_prepare_shows_the_exact_prompt(rag: RAG) -> None:
@@ -106,8 +106,8 @@ def test_ask_stream_and_ask_many_abstain_alike(rag: RAG) -> None:
     unrelated = "What is the capital of Peru?"
     # A threshold between the two questions' best cosine similarities, read from the index, so
     # that the unrelated question has weak evidence and the answerable one does not.
-    weak = max(p.dense_score or 0.0 for p in rag.retrieve(unrelated, k=4))
-    strong = max(p.dense_score or 0.0 for p in rag.retrieve(QUESTION, k=4))
+    weak = max(p.similarity or 0.0 for p in rag.retrieve(unrelated, k=4))
+    strong = max(p.similarity or 0.0 for p in rag.retrieve(QUESTION, k=4))
     assert weak < strong
     calls = {"top_k": 4, "max_tokens": 16, "abstain_below": (weak + strong) / 2}
 

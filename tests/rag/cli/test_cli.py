@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ingest import ingest
@@ -294,3 +295,32 @@ def test_abstain_below_flag_reaches_the_engine(
     assert code == 0
     answer = json.loads(out)
     assert answer["abstained"] is True and answer["passages"]
+
+
+def test_ask_json_passages_carry_score_and_similarity(
+    three_docs: Path, embedder: Embedder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each passage of `rag ask --json` carries `score` (what ranked it in the mode used) and
+    `similarity` (the cosine of question and passage, in every mode), and, deprecated for one
+    release, `dense_score` with the same value as `similarity`."""
+    question = "What did the president say about Ukraine?"
+    q = embedder.embed([question])[0]
+    by_mode = {}
+    for mode in ("dense", "lexical", "hybrid"):
+        # No passage reaches a cosine of 1: the engine abstains without asking the model and
+        # still lists the passages it retrieved.
+        code, out, _ = _run(capsys, "ask", question, "--index", str(three_docs), "--json",
+                            "--mode", mode, "--abstain-below", "1")  # fmt: skip
+        assert code == 0
+        passages = json.loads(out)["passages"]
+        assert passages, mode
+        for p in passages:
+            v = embedder.embed([p["text"]])[0]
+            cosine = float(v @ q) / float(np.linalg.norm(v) * np.linalg.norm(q))
+            assert p["similarity"] == pytest.approx(cosine, abs=1e-3), (mode, p)
+            assert p["dense_score"] == p["similarity"]
+        by_mode[mode] = passages
+    assert all(p["score"] == pytest.approx(p["similarity"], abs=1e-5) for p in by_mode["dense"])
+    # Lexical passages are ranked by BM25, which is not the cosine.
+    assert all(p["score"] != pytest.approx(p["similarity"], abs=1e-3) for p in by_mode["lexical"])
+    assert all(0.0 <= p["score"] <= 1.0 for p in by_mode["hybrid"])  # min-max fused

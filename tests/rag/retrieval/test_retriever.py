@@ -60,7 +60,7 @@ def test_lexical_matches_rare_exact_terms(rag: RAG) -> None:
 def test_hybrid_scores_carry_the_dense_cosine(rag: RAG) -> None:
     hits = rag.retrieve("What did the president say about Ukraine?", k=4, retrieval_mode="hybrid")
     assert Path(hits[0].source).name == "state_of_the_union.txt"
-    assert all(h.dense_score is not None and -1.0 <= h.dense_score <= 1.0 for h in hits)
+    assert all(h.similarity is not None and -1.0 <= h.similarity <= 1.0 for h in hits)
 
 
 def test_questions_with_fts_syntax_never_fail(rag: RAG) -> None:
