@@ -49,11 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     # One module per command group; each adds its subcommands here.
     from rag.cli import eval as cli_eval
     from rag.cli import index as cli_index
+    from rag.cli import info as cli_info
     from rag.cli import ingest as cli_ingest
     from rag.cli import llm as cli_llm
     from rag.cli import query as cli_query
 
-    for group in (cli_ingest, cli_query, cli_eval, cli_llm, cli_index):
+    for group in (cli_ingest, cli_query, cli_eval, cli_info, cli_llm, cli_index):
         group.register(sub, common)
     return p
 
