@@ -36,7 +36,7 @@ from rag.index.crashpoints import reach
 from rag.index.docstore import DocumentRecord, NewChunk
 from rag.index.manifest import Manifest
 from rag.index.writer import StoreWriter, open_writer
-from rag.llm.tokens import Tokenizer, load_tokenizer, tokenizer_name
+from rag.llm.tokens import Tokenizer, load_tokenizer
 from rag.retrieval.embeddings import Embedder
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ def _ingest(
     started = time.perf_counter()
     index_dir = Path(index_dir)
     # The tokenizer first: a served model without one is a settings error, found before the
-    # embedder takes seconds to load.
+    # embedder takes seconds to load. It is the one every backend's text_tokens() gives for these
+    # settings, loaded without the model's weights.
     tokenizer = tokenizer or load_tokenizer(settings)
     embedder = embedder or Embedder.from_settings(settings)
     report = IngestReport(index=str(index_dir), files_skipped=skipped)
@@ -142,7 +143,7 @@ def _ingest(
     manifest = Manifest(
         embedder=embedder.name,
         dimension=embedder.dimension,
-        tokenizer=tokenizer_name(settings),
+        tokenizer=tokenizer.name,  # the tokenizer that counted, also when one is passed in
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
     )

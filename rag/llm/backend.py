@@ -1,7 +1,10 @@
 """The one interface every LLM backend implements, and what the backends share.
 
-Each backend hands out a LangChain chat model for the chain and counts the tokens of a list of
-messages exactly as the model will see them, so that the packer can respect the context window.
+Each backend hands out a LangChain chat model for the chain and is the one place its tokens are
+counted: ``count_tokens(messages)`` counts a prompt exactly as the model will see it (the packer's
+budget), and ``text_tokens()`` is the tokenizer that counts plain text such as chunks, the one
+:func:`rag.llm.tokens.load_tokenizer` chooses for the backend's settings (the ingest chunker asks
+that function directly, so that ingesting never loads a model's weights).
 Every backend applies the model's own chat template to the messages (in-process through its
 tokenizer, a server through /v1/chat/completions), so a request is templated exactly once.
 """
@@ -17,6 +20,7 @@ from langchain_core.messages import BaseMessage
 
 from rag.config import Settings
 from rag.llm.prompt_safety import neutralise
+from rag.llm.tokens import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,13 @@ class LLMBackend(Protocol):
     @property
     def context_window(self) -> int: ...
 
-    def count_tokens(self, messages: Sequence[BaseMessage]) -> int: ...
+    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """Prompt tokens of ``messages`` as the model reads them, template and specials included."""
+        ...
+
+    def text_tokens(self) -> Tokenizer:
+        """The tokenizer that counts plain text (chunk sizes) for this backend's settings."""
+        ...
 
     def chat_model(self, settings: Settings) -> BaseChatModel: ...
 

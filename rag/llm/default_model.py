@@ -81,6 +81,11 @@ def export_default_model(target: Path) -> Path:
     return target
 
 
+def unpacked_dir(cache_dir: Path) -> Path:
+    """Where the default model is (or will be) unpacked in ``cache_dir``; nothing is created."""
+    return Path(cache_dir) / "models" / DEFAULT_MODEL_NAME
+
+
 def default_model_dir(cache_dir: Path) -> Path:
     """The unpacked default model in ``cache_dir``, created on first use."""
-    return export_default_model(Path(cache_dir) / "models" / DEFAULT_MODEL_NAME)
+    return export_default_model(unpacked_dir(cache_dir))

@@ -24,32 +24,32 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedBackend(ChatTemplateTokens):
-    """A transformers causal LM run in-process on the CPU (default: the packaged SmolLM2-135M)."""
+    """A transformers causal LM run in-process on the CPU (default: the packaged SmolLM2-135M).
 
-    _instances: ClassVar[dict[tuple[str, str], EmbeddedBackend]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+    One backend per settings (its context window, its text tokenizer), light to make; the weights
+    are loaded once per model directory and device and shared by all of them.
+    """
 
-    def __init__(self, model_dir: str, name: str, device: str = "cpu", window: int | None = None):
+    _models: ClassVar[dict[tuple[str, str], Any]] = {}
+    _locks: ClassVar[dict[tuple[str, str], threading.Lock]] = {}
+    _models_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, model_dir: str, name: str, settings: Settings) -> None:
         self.model_dir = model_dir
         self._name = name
-        self.device = device
-        self._window = window
-        self._generate_lock = threading.Lock()
+        self.settings = settings
+        self.device = settings.device or "cpu"
+        self._key = (model_dir, self.device)
+        with self._models_lock:
+            # One generation at a time per loaded model, whichever backend asks.
+            self._generate_lock = self._locks.setdefault(self._key, threading.Lock())
 
     @classmethod
     def shared(cls, settings: Settings) -> EmbeddedBackend:
-        """One loaded copy per model directory and process."""
+        """The backend for ``settings``; the model is loaded once per directory and process."""
         from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
 
-        model_dir = str(default_model_dir(settings.cache_dir))
-        key = (model_dir, settings.device or "cpu")
-        with cls._instances_lock:
-            inst = cls._instances.get(key)
-            if inst is None:
-                inst = cls(model_dir, DEFAULT_MODEL_NAME, settings.device or "cpu")
-                cls._instances[key] = inst
-        inst._window = settings.context_window
-        return inst
+        return cls(str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME, settings)
 
     @property
     def model_name(self) -> str:
@@ -57,12 +57,19 @@ class EmbeddedBackend(ChatTemplateTokens):
 
     @cached_property
     def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
+        from rag.llm.tokens import model_tokenizer
 
-        return AutoTokenizer.from_pretrained(self.model_dir)
+        return model_tokenizer(self.model_dir, self._name, offline=True).hf
 
-    @cached_property
+    @property
     def model(self) -> Any:
+        with self._models_lock:
+            model = self._models.get(self._key)
+            if model is None:
+                model = self._models[self._key] = self._load_model()
+        return model
+
+    def _load_model(self) -> Any:
         try:
             from transformers import AutoModelForCausalLM
 
@@ -78,8 +85,8 @@ class EmbeddedBackend(ChatTemplateTokens):
 
     @property
     def context_window(self) -> int:
-        if self._window:
-            return self._window
+        if self.settings.context_window:
+            return self.settings.context_window
         from transformers import AutoConfig
 
         return int(AutoConfig.from_pretrained(self.model_dir).max_position_embeddings)

@@ -1,5 +1,5 @@
-"""What the backends that run a model in this process share: chat-template token counts and the
-sampling fields of their chat models."""
+"""What the backends that run a model in this process share: token counting (chat-template prompt
+counts and the text tokenizer of their settings) and the sampling fields of their chat models."""
 
 from __future__ import annotations
 
@@ -14,14 +14,24 @@ from pydantic import ConfigDict, Field
 
 from rag.config import Settings
 from rag.llm.backend import to_role_dicts
+from rag.llm.tokens import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 class ChatTemplateTokens:
-    """Exact prompt counts for in-process backends: the model's own chat template, tokenized."""
+    """Token counting for in-process backends: prompts through the model's own chat template
+    (exactly the ids generation starts from), plain text through the settings' tokenizer."""
 
     tokenizer: Any
+    settings: Settings
+
+    def text_tokens(self) -> Tokenizer:
+        # Without a ``tokenizer`` setting this is the model's own tokenizer, the very object that
+        # ``tokenizer`` templates prompts with (both are rag.llm.tokens.model_tokenizer's, offline).
+        # With one, chunks are counted in it while prompts are still counted in the tokens the
+        # model actually reads: the budget must be exact for what is generated from.
+        return load_tokenizer(self.settings)
 
     def encode_messages(self, messages: Sequence[BaseMessage]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(

@@ -31,6 +31,7 @@ from rag.errors import ConfigError, LLMUnavailable
 from rag.llm import llama2_format
 from rag.llm.backend import DEFAULT_STOP, to_role_dicts
 from rag.llm.server_errors import server_errors
+from rag.llm.tokens import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,13 @@ class OpenAIServerBackend:
             body = {"messages": to_role_dicts(messages), "add_generation_prompt": True}
         return int(self.tokenize(body)["count"])
 
+    def text_tokens(self) -> Tokenizer:
+        """The tokenizer chunks are counted in: the settings' ``tokenizer``, else the served
+        model's own loaded offline (never the server: ingesting needs no running server)."""
+        return load_tokenizer(self.settings)
+
     def count_text(self, text: str) -> int:
-        """Tokens of plain ``text`` (no special tokens added)."""
+        """Tokens of plain generated ``text`` as the server counts them (no special tokens added)."""
         return int(self.tokenize({"prompt": text, "add_special_tokens": False})["count"])
 
     def chat_model(self, settings: Settings) -> BaseChatModel:

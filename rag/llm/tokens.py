@@ -1,4 +1,10 @@
-"""Token counting with the tokenizer of the model that will read the text."""
+"""Token counting with the tokenizer of the model that will read the text.
+
+:func:`load_tokenizer` is the one decision of which tokenizer counts text for given settings; the
+ingest chunker calls it, and every backend's ``text_tokens()`` returns its answer. A model's own
+tokenizer is loaded once per process (:func:`model_tokenizer`), so the in-process backends
+template prompts with the very object that counted the chunks, and never to count do weights load.
+"""
 
 from __future__ import annotations
 
@@ -46,16 +52,18 @@ class HFTokenizer:
 
 
 class SentencePieceTokenizer:
-    """A SentencePiece ``.model`` file, such as Llama 2's ``tokenizer.model``."""
+    """A SentencePiece ``.model`` file, such as Llama 2's ``tokenizer.model``; counts exclude
+    BOS/EOS, as :class:`HFTokenizer`'s exclude special tokens."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, name: str | None = None) -> None:
         try:
             import sentencepiece as spm
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ModelUnavailable(
                 f"Reading {path} needs the sentencepiece package: pip install sentencepiece"
             ) from exc
-        self.name = str(path)
+        # The name as configured (the manifest records it), not the expanded path.
+        self.name = name or str(path)
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
 
     @property
@@ -94,11 +102,9 @@ def load_tokenizer(settings: Settings) -> Tokenizer:
         return _load_named(settings.tokenizer)
     model = _reading_model(settings)
     if model is None:
-        from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
-
-        return _load_hf(str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME)
+        return default_model_tokenizer(settings.cache_dir)
     try:
-        return _load_hf(model, model, offline=True)
+        return model_tokenizer(model, offline=True)
     except ModelUnavailable as exc:
         raise ConfigError(
             f"Chunks are counted in tokens of the model that reads them, and the tokenizer of "
@@ -133,21 +139,43 @@ def _reading_model(settings: Settings) -> str | None:
     return None
 
 
+def model_tokenizer(source: str, name: str | None = None, *, offline: bool = False) -> HFTokenizer:
+    """The Hugging Face tokenizer of the model at ``source`` (a directory or a hub name), loaded
+    once per process and shared: the in-process backends template prompts with it, and it counts
+    chunk text when the settings name no other tokenizer. ``offline``: never downloaded."""
+    return _load_hf(source, name or source, offline, None)
+
+
+def default_model_tokenizer(cache_dir: Path) -> HFTokenizer:
+    """The embedded default model's tokenizer, without loading the model's weights: from the
+    unpacked model directory, or, before the model's first use has unpacked it, straight from the
+    GGUF file (the same vocabulary: the directory's tokenizer is saved from it)."""
+    from rag.llm.default_model import DEFAULT_MODEL_NAME, gguf_path, unpacked_dir
+
+    target = unpacked_dir(cache_dir)
+    if (target / "config.json").is_file():
+        return model_tokenizer(str(target), DEFAULT_MODEL_NAME, offline=True)
+    gguf = gguf_path()
+    return _load_hf(str(gguf.parent), DEFAULT_MODEL_NAME, True, gguf.name)
+
+
 @lru_cache(maxsize=8)
 def _load_named(name: str) -> Tokenizer:
     path = Path(name).expanduser()
     if path.suffix == ".model" and path.is_file():
-        return SentencePieceTokenizer(path)
-    return _load_hf(name, name)
+        return SentencePieceTokenizer(path, name)
+    return model_tokenizer(name)
 
 
+# Always called with every argument given positionally, so that equal calls share one entry.
 @lru_cache(maxsize=8)
-def _load_hf(source: str, name: str, offline: bool = False) -> HFTokenizer:
+def _load_hf(source: str, name: str, offline: bool, gguf_file: str | None) -> HFTokenizer:
     try:
         from transformers import AutoTokenizer
 
         # offline: a local directory or the Hugging Face cache only, whatever HF_HUB_OFFLINE says.
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=offline, **extra)
     except Exception as exc:
         raise ModelUnavailable(
             f"Cannot load tokenizer {source!r}: {exc}. Set 'tokenizer' to a local tokenizer "

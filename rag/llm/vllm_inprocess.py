@@ -51,36 +51,50 @@ def import_vllm() -> Any:
 
 
 class VLLMBackend(ChatTemplateTokens):
-    """One ``vllm.LLM`` per model and process, loaded on first use."""
+    """A backend per settings over one ``vllm.LLM`` per model and process, loaded on first use."""
 
-    _instances: ClassVar[dict[tuple[str, int | None], VLLMBackend]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+    _engines: ClassVar[dict[tuple[str, int | None], tuple[Any, threading.Lock]]] = {}
+    _engines_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, model: str, name: str, max_model_len: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        name: str,
+        max_model_len: int | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.model = model
         self._name = name
         self.max_model_len = max_model_len
-        # vllm.LLM is not thread-safe; requests from several threads take turns (a batch is one).
-        self._lock = threading.Lock()
+        self.settings = settings or Settings.model_validate(
+            {"llm_backend": "vllm", "llm_model": model}
+        )
 
     @classmethod
     def shared(cls, settings: Settings) -> VLLMBackend:
+        """The backend for ``settings``; the engine is loaded once per model and window."""
         if settings.llm_model:
             model, name = settings.llm_model, settings.llm_model
         else:
             from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
 
             model, name = str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME
-        key = (model, settings.context_window)
-        with cls._instances_lock:
-            inst = cls._instances.get(key)
-            if inst is None:
-                inst = cls(model, name, settings.context_window)
-                cls._instances[key] = inst
-        return inst
+        return cls(model, name, settings.context_window, settings)
 
-    @cached_property
+    def _engine(self) -> tuple[Any, threading.Lock]:
+        key = (self.model, self.max_model_len)
+        with self._engines_lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                # vllm.LLM is not thread-safe; requests take turns on its lock (a batch is one).
+                engine = self._engines[key] = (self._load(), threading.Lock())
+        return engine
+
+    @property
     def llm(self) -> Any:
+        return self._engine()[0]
+
+    def _load(self) -> Any:
         vllm = import_vllm()
         kwargs: dict[str, Any] = {"model": self.model, "served_model_name": self._name}
         if self.max_model_len:
@@ -101,7 +115,14 @@ class VLLMBackend(ChatTemplateTokens):
 
     @cached_property
     def tokenizer(self) -> Any:
-        return self.llm.get_tokenizer()
+        # The model's own tokenizer as text_tokens() loads it (offline, without the engine), so
+        # that counting a prompt starts no engine; vLLM's copy of it for a model not on disk.
+        from rag.llm.tokens import model_tokenizer
+
+        try:
+            return model_tokenizer(self.model, self._name, offline=True).hf
+        except ModelUnavailable:
+            return self.llm.get_tokenizer()
 
     def chat_model(self, settings: Settings) -> BaseChatModel:
         return VLLMChatModel.for_settings(self, settings)
@@ -124,8 +145,9 @@ class VLLMBackend(ChatTemplateTokens):
     ) -> list[Generated]:
         """Answer every conversation in one vLLM batch, in order."""
         prompts = [{"prompt_token_ids": self.encode_messages(c)} for c in conversations]
-        with self._lock:
-            outputs = self.llm.generate(prompts, sampling_params, use_tqdm=False)
+        llm, lock = self._engine()
+        with lock:
+            outputs = llm.generate(prompts, sampling_params, use_tqdm=False)
         results = []
         for prompt, out in zip(prompts, outputs, strict=True):
             completion = out.outputs[0]
