@@ -41,7 +41,7 @@ def test_in_process_vllm_is_imported_only_when_chosen() -> None:
     code = (
         "import sys\n"
         "from rag.config import Settings\n"
-        "from rag.llm import make_backend\n"
+        "from rag.llm.factory import make_backend\n"
         "b = make_backend(Settings.model_validate({'llm_backend': 'vllm', 'llm_model': 'm'}))\n"
         "assert type(b).__name__ == 'VLLMBackend', b\n"
         "assert 'vllm' not in sys.modules, 'vllm imported before first use'\n"
@@ -148,7 +148,7 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def _record_group_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """Every os.killpg that rag.serve makes, recorded and then really sent."""
+    """Every os.killpg that rag.llm.serve makes, recorded and then really sent."""
     import os
 
     import rag.llm.serve
@@ -160,7 +160,7 @@ def _record_group_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, in
         sent.append((pgid, sig))
         real(pgid, sig)
 
-    monkeypatch.setattr(rag.serve.os, "killpg", killpg)
+    monkeypatch.setattr(rag.llm.serve.os, "killpg", killpg)
     return sent
 
 
