@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     )
     tokenizer: str | None = Field(
         None,
-        description="Tokenizer that counts chunk and prompt tokens: a Hugging Face tokenizer name "
-        "or directory, or a SentencePiece .model file. None: the tokenizer of the configured LLM: "
+        description="Tokenizer that counts chunk tokens: a Hugging Face tokenizer name or "
+        "directory, or a SentencePiece .model file (prompts are always counted by the model that "
+        "reads them: its chat template, or a server's /tokenize). None: the configured LLM's: "
         "the embedded model's, or that of llm_model when it is a local model directory or in the "
         "Hugging Face cache (never downloaded); otherwise ingesting for a served model stops and "
         "asks for this setting.",
