@@ -16,7 +16,7 @@ from rag.index.docstore import ChunkRecord, DocumentRecord, list_documents
 from rag.index.filters import Filters
 from rag.index.manifest import DOCSTORE, VECTORS, Manifest, read_manifest
 from rag.index.snapshots import current_snapshot, recovery_hint
-from rag.index.vectors import bitmap_selector, faiss_module
+from rag.index.vectors import bitmap_selector, faiss_module, search_one
 
 _FILTER_CACHE_SIZE = 16  # filters whose matching chunks a Store keeps (one bit per chunk id)
 _ID_BATCH = 10_000  # ids bound per statement, well below SQLite's limit of 32,766 variables
@@ -70,9 +70,7 @@ class Store:
         """The ``k`` nearest chunk ids by inner product, best first."""
         if self.ntotal == 0:
             return []
-        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        scores, ids = self._vectors.search(q, min(k, self.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        return search_one(self._vectors, query, min(k, self.ntotal))
 
     def search_ids(
         self, query: np.ndarray, k: int, allowed: Sequence[int] | np.ndarray | None = None
@@ -104,9 +102,7 @@ class Store:
         self, query: np.ndarray, k: int, selector: Any, matching: int
     ) -> list[tuple[int, float]]:
         params = faiss_module().SearchParameters(sel=selector)
-        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        scores, ids = self._vectors.search(q, min(k, matching, self.ntotal), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        return search_one(self._vectors, query, min(k, matching, self.ntotal), params)
 
     def _allowed(self, filters: Filters) -> tuple[Any, int]:
         """(faiss selector, number of chunks) for a filter, cached for the last few filters."""
