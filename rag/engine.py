@@ -270,10 +270,15 @@ class RAG:
         values = {k: v for k, v in overrides.items() if v is not None}
         if not values:
             return self.settings
+        # Validated assignments on a copy: building a new Settings would resolve its sources (the
+        # environment) again on every question, which the open settings already did.
+        settings = self.settings.model_copy()
         try:
-            return Settings.model_validate({**self.settings.model_dump(), **values})
+            for name, value in values.items():
+                setattr(settings, name, value)
         except Exception as exc:
             raise ConfigError(f"Invalid override: {exc}") from exc
+        return settings
 
     def _templates(self) -> Any:
         from rag.prompts import load_templates
