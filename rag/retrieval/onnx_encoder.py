@@ -25,6 +25,7 @@ _EXPORT_VERSION = "1"
 # Texts per ONNX Runtime call. Measured on a 2-core CPU with all-MiniLM-L6-v2 and 200-token
 # chunks: 8 is faster than 16 or 32 (activations stay in cache) and peaks at 60% of the memory.
 MAX_RUN_BATCH = 8
+SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime session option
 
 
 def supported(model: Any) -> bool:
@@ -61,6 +62,10 @@ class OnnxEncoder:
         path = _export(model, cache_dir, source)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's worker threads otherwise spin on a core after each run, so on a 2-core
+        # machine a question's embedding took 13 ms instead of 7, and the search that follows
+        # it 12 ms instead of 4.6 (SQLite FTS5, 10k chunks); batch embedding was no slower.
+        options.add_session_config_entry(SPINNING, "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
