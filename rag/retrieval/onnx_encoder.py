@@ -62,9 +62,10 @@ class OnnxEncoder:
         path = _export(model, cache_dir, source)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ONNX Runtime's worker threads otherwise spin on a core after each run, so on a 2-core
-        # machine a question's embedding took 13 ms instead of 7, and the search that follows
-        # it 12 ms instead of 4.6 (SQLite FTS5, 10k chunks); batch embedding was no slower.
+        # ONNX Runtime's worker threads otherwise spin on a core after each run. On 2 cores
+        # shared with other work, a question's embedding took 13 ms instead of 7 and the search
+        # after it 12 ms instead of 4.6 (SQLite FTS5, 10k chunks); batch embedding was no slower.
+        # On idle cores spinning saves about 0.5 ms of a question's embedding, no more.
         options.add_session_config_entry(SPINNING, "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
