@@ -151,7 +151,8 @@ COLUMNS = (
     ("overlap_at_10", "ovl@10", "{:.3f}"),
     ("ndcg_at_10", "nDCG@10", "{:.3f}"),
 )
-RATIOS = ("build_seconds", "index_mb", "p50_ms", "p95_ms", "peak_rss_mb")
+RATIOS = {"build_seconds": "x build", "index_mb": "x index", "p50_ms": "x p50", "p95_ms": "x p95"}
+RATIOS |= {"peak_rss_mb": "x RSS"}
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -163,14 +164,18 @@ def render(rows: list[dict[str, Any]]) -> str:
         title = "SciFact abstracts (5,183 chunks)" if corpus == "scifact" else f"{n:,} chunks"
         lines += ["", f"{title}, {K} results per query; ratio = engine / fts5"]
         head = f"{'engine':<20}" + "".join(f"{h:>10}" for _, h, _ in COLUMNS)
-        lines.append(head + "".join(f"{'x ' + h.split()[0]:>10}" for h in RATIOS))
+        lines.append(head + "".join(f"{h:>9}" for h in RATIOS.values()))
         for r in group:
             cells = ["-" if r.get(key) is None else fmt.format(r[key]) for key, _, fmt in COLUMNS]
             ratios = [
                 f"{r[key] / base[key]:.2f}" if r.get(key) and base.get(key) else "-"
                 for key in RATIOS
             ]
-            lines.append(f"{r['engine']:<20}" + "".join(f"{c:>10}" for c in cells + ratios))
+            lines.append(
+                f"{r['engine']:<20}"
+                + "".join(f"{c:>10}" for c in cells)
+                + "".join(f"{c:>9}" for c in ratios)
+            )
     return "\n".join(lines)
 
 
