@@ -199,12 +199,13 @@ def open_rows(path: Path, qpath: Path) -> dict[str, Any]:
 
 def measure_size(n: int, base: np.ndarray, queries: np.ndarray, args: argparse.Namespace) -> dict:
     faiss = faiss_module()
-    vectors = grown(base, n, args.seed)
+    vectors = grown(base, n, args.seed, args.copy_noise)
     copies = (n + len(base) - 1) // len(base)
+    cosine = 1 / np.sqrt(1 + args.copy_noise**2)
+    made = f" and {copies - 1} noisy copies of them (noise {args.copy_noise}, cosine {cosine:.2f})"
     print(
-        f"\n== {n:,} vectors: {len(base):,} real embeddings"
-        + (f" and {copies - 1} noisy copies of them (noise {COPY_NOISE})" if copies > 1 else "")
-        + f"; {len(queries)} queries; load average {load_average()}",
+        f"\n== {n:,} vectors: {len(base):,} real embeddings{made if copies > 1 else ''}; "
+        f"{len(queries)} queries; load average {load_average()}",
         flush=True,
     )
     truth = exact_top_k(vectors, queries, K)
@@ -258,7 +259,7 @@ def measure_size(n: int, base: np.ndarray, queries: np.ndarray, args: argparse.N
         if not args.keep:
             path.unlink()
     return {
-        "chunks": n, "real_vectors": len(base), "copies": copies, "load_average_end": load_average(),
+        "chunks": n, "real_vectors": len(base), "copies": copies, "copy_noise": args.copy_noise, "load_average_end": load_average(),
         "search": rows, "open": opens, "filter_fallback_exact_subset": fallback,
     }  # fmt: skip
 
@@ -306,6 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    (32, 100)], help="M:efConstruction pairs")  # fmt: skip
     p.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128, 256])
     p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    p.add_argument(
+        "--copy-noise",
+        type=float,
+        default=COPY_NOISE,
+        help="norm of the random vector added to each copy beyond the real embeddings",
+    )
     p.add_argument("--filter-queries", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the written index files")

@@ -52,8 +52,9 @@ def base_vectors(data: Path, workdir: Path, limit: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
 
-def grown(base: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` unit vectors: ``base`` itself, then noisy re-normalised copies of it (seeded)."""
+def grown(base: np.ndarray, n: int, seed: int, noise: float = COPY_NOISE) -> np.ndarray:
+    """``n`` unit vectors: ``base`` itself, then noisy re-normalised copies of it (seeded): each
+    copy is a real vector plus ``noise`` times a random unit vector."""
     out = np.empty((n, DIM), dtype=np.float32)
     rng = np.random.default_rng(seed)
     for lo in range(0, n, len(base)):
@@ -62,8 +63,8 @@ def grown(base: np.ndarray, n: int, seed: int) -> np.ndarray:
         if lo == 0:
             out[lo:hi] = rows
         else:
-            noise = unit(rng.standard_normal((hi - lo, DIM), dtype=np.float32))
-            out[lo:hi] = unit(rows + COPY_NOISE * noise)
+            jitter = unit(rng.standard_normal((hi - lo, DIM), dtype=np.float32))
+            out[lo:hi] = unit(rows + noise * jitter)
     return out
 
 
