@@ -122,12 +122,15 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
     index_dir = _index_dir(args)
     # Matched and confirmed before the writer opens: a refusal changes nothing.
-    matched, _, total = match_documents(index_dir, args.sources)
+    matched, unmatched, total = match_documents(index_dir, args.sources)
     several = len(matched) > 1 or (len(matched) == 1 and total == 1)
     if several and not args.yes and not _confirmed(args, matched, total):
         print("Nothing was deleted.", file=sys.stderr)
         return 1
-    removed, unmatched = delete_documents(index_dir, args.sources, only={d.source for d in matched})
+    removed: list[Any] = []
+    if matched:  # nothing to remove: no lock, no copy of the snapshot
+        only = {d.source for d in matched}
+        removed, unmatched = delete_documents(index_dir, args.sources, only=only)
     if args.json:
         data = {
             "index": str(index_dir),

@@ -43,7 +43,7 @@ def delete_documents(
     index_dir = Path(index_dir)
     manifest = read_manifest(current_snapshot(index_dir))
     with open_writer(index_dir, manifest) as writer:
-        found, unmatched = match_patterns(writer._db, patterns)
+        found, unmatched = writer.match_patterns(patterns)
         removed = [d for d in found if only is None or d.source in only]
         for d in removed:
             writer.delete_document(d.id)

@@ -39,7 +39,7 @@ class Store:
     @classmethod
     def open(cls, index_dir: str | Path) -> Store:
         index_dir = Path(index_dir)
-        # CURRENT may move on between reading it and opening the files; retry once.
+        # CURRENT may move on between reading it and opening the files; try up to three times.
         for attempt in range(3):
             snap = current_snapshot(index_dir)
             try:
@@ -71,17 +71,6 @@ class Store:
         if self.ntotal == 0:
             return []
         return search_one(self._vectors, query, min(k, self.ntotal))
-
-    def search_ids(
-        self, query: np.ndarray, k: int, allowed: Sequence[int] | np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
-        """Like :meth:`search`, restricted to the chunk ids in ``allowed`` (None: all)."""
-        if allowed is None:
-            return self.search(query, k)
-        ids = np.asarray(allowed, dtype=np.int64)
-        if len(ids) == 0 or self.ntotal == 0:
-            return []
-        return self._search_selected(query, k, bitmap_selector(ids), len(ids))
 
     def search_filtered(
         self, query: np.ndarray, k: int, filters: Filters | None = None

@@ -25,7 +25,7 @@ from rag.index.docstore import (
     DocumentRecord,
     NewChunk,
     list_documents,
-    match_sources,
+    match_patterns,
 )
 from rag.index.manifest import (
     DOCSTORE,
@@ -104,12 +104,10 @@ class StoreWriter:
     def documents(self) -> list[DocumentRecord]:
         return list_documents(self._db)
 
-    def match_sources(self, pattern: str) -> list[DocumentRecord]:
-        """Documents whose source is ``pattern``, or matches it as a glob.
-
-        As in :meth:`Store.filter_ids`, a glob without a slash also matches file names.
-        """
-        return match_sources(self._db, pattern)
+    def match_patterns(self, patterns: Sequence[str]) -> tuple[list[DocumentRecord], list[str]]:
+        """Documents whose source is, or matches the glob, one of ``patterns`` (see
+        :func:`rag.index.docstore.match_patterns`), and the patterns that match nothing."""
+        return match_patterns(self._db, patterns)
 
     # -- changes --
     def rename_document(self, doc_id: int, new_source: str) -> None:

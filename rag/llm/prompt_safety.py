@@ -9,7 +9,7 @@ the text said, the tokenizer sees ordinary characters.
 
 Every path to a model applies it to the content of every message: the Llama 2 rendering of the
 completions API (:mod:`rag.llm.llama2_format`), the role messages that in-process chat templates and
-the server's ``/tokenize`` read (:func:`rag.llm.to_role_dicts`) and the chat request sent to a
+the server's ``/tokenize`` read (:func:`rag.llm.backend.to_role_dicts`) and the chat request sent to a
 server (:class:`rag.llm.server_chat.ServerChatModel`), so what is counted is what is sent.
 """
 

@@ -124,7 +124,7 @@ _NAME_A_TOKENIZER = (
 def _reading_model(settings: Settings) -> str | None:
     """The model, other than the embedded default, that will read the chunks; None: the default.
 
-    Mirrors the backend choice of :func:`rag.llm.make_backend`.
+    Mirrors the backend choice of :func:`rag.llm.factory.make_backend`.
     """
     backend = settings.llm_backend
     if backend == "vllm":
