@@ -31,6 +31,9 @@ class ChainParts:
     # The one "abstain without asking the model" decision for a prepared input, bound to the
     # call's threshold, so that ask, stream and ask_many/aask_many abstain alike.
     abstains: Callable[[dict[str, Any]], bool]
+    # What the chain was built with, for callers that drive the model themselves (stream, batch).
+    chat_model: BaseChatModel
+    templates: PromptTemplates
 
 
 def build_chain(
@@ -82,7 +85,12 @@ def build_chain(
         message=RunnableLambda(lambda x: _answer_or_abstain(x, chat_model, templates, abstains))
     )
     return ChainParts(
-        prepare=prepare, parse=parse, full=prepare | generate | parse, abstains=abstains
+        prepare=prepare,
+        parse=parse,
+        full=prepare | generate | parse,
+        abstains=abstains,
+        chat_model=chat_model,
+        templates=templates,
     )
 
 

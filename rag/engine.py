@@ -54,6 +54,7 @@ class RAG:
         self.settings = settings
         self.embedder = embedder
         self._backend: Any = None
+        self._template_cache: Any = None
 
     @classmethod
     def open(
@@ -153,12 +154,11 @@ class RAG:
             prepared = parts.prepare.invoke(_inputs(question, history, instructions, query))
             state["prepared"] = prepared
             if parts.abstains(prepared):
-                state["message"] = AIMessage(content=self._templates().abstain_phrase)
+                state["message"] = AIMessage(content=parts.templates.abstain_phrase)
                 yield state["message"].content
                 return
             total: BaseMessage | None = None
-            model = self.backend.chat_model(settings)
-            for chunk in model.stream(prepared["messages"]):
+            for chunk in parts.chat_model.stream(prepared["messages"]):
                 total = chunk if total is None else total + chunk
                 if chunk.content:
                     yield str(chunk.content)
@@ -195,10 +195,8 @@ class RAG:
         parts = self._chain(settings, filters)
         prepared = batch.prepare_many(parts, [_inputs(q, (), (), None) for q in questions])
         pending = batch.to_send(parts, prepared)
-        model = self.backend.chat_model(settings)
-        messages = batch.generate(model, prepared, pending, concurrency)
-        abstain = self._templates().abstain_phrase
-        return batch.finish_many(parts, prepared, pending, messages, abstain)
+        messages = batch.generate(parts.chat_model, prepared, pending, concurrency)
+        return batch.finish_many(parts, prepared, pending, messages, parts.templates.abstain_phrase)
 
     async def aask_many(
         self,
@@ -219,10 +217,8 @@ class RAG:
         inputs = [_inputs(q, (), (), None) for q in questions]
         prepared = await asyncio.to_thread(batch.prepare_many, parts, inputs)
         pending = batch.to_send(parts, prepared)
-        model = self.backend.chat_model(settings)
-        messages = await batch.agenerate(model, prepared, pending, concurrency)
-        abstain = self._templates().abstain_phrase
-        return batch.finish_many(parts, prepared, pending, messages, abstain)
+        messages = await batch.agenerate(parts.chat_model, prepared, pending, concurrency)
+        return batch.finish_many(parts, prepared, pending, messages, parts.templates.abstain_phrase)
 
     def prepare(
         self,
@@ -281,9 +277,12 @@ class RAG:
         return settings
 
     def _templates(self) -> Any:
-        from rag.prompts import load_templates
+        # Read once per RAG: prompt_dir is fixed when it is opened (not a per-call override).
+        if self._template_cache is None:
+            from rag.prompts import load_templates
 
-        return load_templates(self.settings.prompt_dir)
+            self._template_cache = load_templates(self.settings.prompt_dir)
+        return self._template_cache
 
     def _retriever(self, settings: Settings, filters: Any = None) -> Any:
         from rag.retrieval.retriever import Retriever
