@@ -26,15 +26,19 @@ POINTS = (
     "ingest-discovered",  # files found, nothing locked or loaded yet
     "lock-taken",  # writer lock held, before old snapshots and leftovers are cleaned up
     "lock-cleaned",  # clean-up at lock time done
-    "writer-copy-created",  # working copy (.tmp-snap-*) of the committed snapshot made
+    "writer-opened",  # the writer has read the committed snapshot; nothing written yet
     "ingest-file-loaded",  # a file loaded and chunked (loader thread)
     "ingest-file-embedded",  # a batch of files embedded
-    "ingest-file-stored",  # a file's chunks and vectors added to the working copy
+    "ingest-file-stored",  # a file's chunks and vectors added to the new segment
     "ingest-before-commit",  # all files stored, nothing published
-    "commit-sqlite-committed",  # docstore transaction committed in the working copy
-    "commit-vectors-written",  # vectors.faiss written
-    "commit-manifest-written",  # manifest.json written
-    "commit-files-synced",  # the three files fsynced
+    "merge-rows-copied",  # a merge copied the live rows of its segments into a new segment
+    "commit-sqlite-committed",  # the new segment's rows committed (in .tmp-seg-*)
+    "commit-vectors-written",  # its vector file written
+    "commit-lexical-written",  # its tantivy postings written
+    "commit-segment-synced",  # every file of the segment fsynced
+    "commit-segment-renamed",  # renamed to segments/seg-N, nothing names it yet
+    "commit-manifest-written",  # manifest.json of the new snapshot written
+    "commit-files-synced",  # the manifest fsynced
     "commit-snapshot-synced",  # the working copy's directory fsynced, before its rename
     "commit-snapshot-renamed",  # renamed to snap-N, before the index directory is fsynced
     "commit-snapshot-rename-synced",  # index directory fsynced, CURRENT not yet touched
@@ -46,6 +50,7 @@ POINTS = (
     "cleanup-renamed-aside",  # an old snapshot renamed to .del-snap-N, nothing deleted yet
     "cleanup-deleting",  # one more file of an old snapshot deleted
     "cleanup-done",  # old snapshots and leftovers removed
+    "cleanup-segment-aside",  # a segment no snapshot lists renamed to .del-seg-N, not deleted
 )
 
 _lock = threading.Lock()

@@ -1,15 +1,16 @@
-"""The SQLite document store of a snapshot: schema, migration, rows and the queries the reader,
-the writer and deletion share.
+"""The SQLite rows of an index: schema, rows and the queries the reader, the writer and deletion
+share.
 
-Documents and chunks (text, source, page, character span) live in plain tables; ``chunks_fts`` is
-an FTS5 index over the chunk text and its heading (document title and section), kept in step by
-triggers.
+Documents and chunks (text, source, page, character span) live in plain tables, one database per
+segment (``SEGMENT_SQL``). A snapshot of schema 1-2 holds one database for the whole index
+(``SCHEMA_SQL``), where ``chunks_fts`` is an FTS5 index over the chunk text and its heading
+(document title and section), kept in step by triggers.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,37 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text, heading)
     VALUES ('delete', old.id, old.text, old.heading);
 END;
+"""
+
+
+# The rows of a segment (schema 3): the same tables, without the full-text index (tantivy's, in
+# the segment's lexical/ directory) and without meta (id counters live in the manifest).
+SEGMENT_SQL = """
+CREATE TABLE documents (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    pages INTEGER NOT NULL,
+    title TEXT,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX documents_sha256 ON documents(sha256);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id),
+    seq INTEGER NOT NULL,
+    page INTEGER,
+    page_label TEXT,
+    section TEXT,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    heading TEXT
+);
+CREATE INDEX chunks_doc ON chunks(doc_id);
 """
 
 
@@ -145,3 +177,19 @@ def match_patterns(
         for d in found:
             matched.setdefault(d.id, d)
     return sorted(matched.values(), key=lambda d: d.source), unmatched
+
+
+def match_patterns_in(
+    stores: Sequence[tuple[sqlite3.Connection, Collection[int]]], patterns: Sequence[str]
+) -> tuple[list[DocumentRecord], list[str]]:
+    """:func:`match_patterns` over several databases (the segments of an index), each with the
+    ids of its deleted documents, which never match."""
+    found: dict[int, DocumentRecord] = {}
+    matched: set[str] = set()
+    for db, deleted in stores:
+        for pattern in patterns:
+            docs = [d for d in match_patterns(db, [pattern])[0] if d.id not in deleted]
+            if docs:
+                matched.add(pattern)
+            found.update((d.id, d) for d in docs)
+    return sorted(found.values(), key=lambda d: d.source), [p for p in patterns if p not in matched]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from rag.index.docstore import DocumentRecord, match_patterns
-from rag.index.manifest import DOCSTORE, read_manifest
+from rag.index.docstore import DocumentRecord, match_patterns_in
+from rag.index.manifest import read_manifest
+from rag.index.reader import Store
 from rag.index.snapshots import current_snapshot
 from rag.index.writer import open_writer
 
@@ -20,14 +20,11 @@ def match_documents(
 
     Reads only; takes no lock, so a caller may ask the user before deleting.
     """
-    snap = current_snapshot(Path(index_dir))
-    db = sqlite3.connect(f"file:{snap / DOCSTORE}?mode=ro", uri=True)
-    try:
-        matched, unmatched = match_patterns(db, patterns)
-        total = int(db.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
-    finally:
-        db.close()
-    return matched, unmatched, total
+    with Store.open(index_dir) as store:
+        matched, unmatched = match_patterns_in(
+            [(seg.db, seg.deleted) for seg in store.segments], patterns
+        )
+        return matched, unmatched, store.counts()[0]
 
 
 def delete_documents(

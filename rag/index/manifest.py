@@ -1,7 +1,12 @@
-"""The manifest of a snapshot: how the index was built (provenance), checked on every open.
+"""The manifest of a snapshot: how the index was built (provenance) and, since schema 3, the
+segments that hold its chunks, checked on every open.
 
-A snapshot holds three files, named here: the manifest, the FAISS vectors and the SQLite document
-store. Opening an index with settings that disagree with its manifest is refused.
+A snapshot (``snap-N``) of schema 3 holds only this manifest; the chunks live in immutable
+segments (``segments/seg-N``, see :mod:`rag.index.segment`) that it lists with their tombstones.
+A snapshot of schema 1 or 2 holds the whole index itself: the manifest, the FAISS vectors and the
+SQLite document store (see :mod:`rag.index.legacy`); it is read as it is and converted to a
+segment by the next write. Opening an index with settings that disagree with its manifest is
+refused.
 """
 
 from __future__ import annotations
@@ -9,24 +14,50 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from rag.errors import IndexCorrupt, IndexMismatch
 
-SCHEMA_VERSION = 2  # 2: chunks.heading (document title and section) in the full-text index
+# 2: chunks.heading (document title and section) in the full-text index.
+# 3: segments listed by the manifest, each with its vectors, rows and tantivy postings; deletions
+#    as tombstones (deleted document ids per segment).
+SCHEMA_VERSION = 3
 
 
-INDEX_TYPE = "IndexIDMap2(IndexFlatIP)"
+INDEX_TYPE = "segments"  # schema 3; schema 1-2 indexes say "IndexIDMap2(IndexFlatIP)"
 
 
+# The files of a schema 1-2 snapshot (read by rag.index.legacy).
 VECTORS = "vectors.faiss"
-
-
 DOCSTORE = "docstore.sqlite"
 
 
 MANIFEST = "manifest.json"
+
+
+class VectorIndex(BaseModel):
+    """How a segment searches its vectors: ``flat`` (exact) or ``ivf_flat`` (approximate)."""
+
+    kind: Literal["flat", "ivf_flat"] = "flat"
+    nlist: int = 0  # inverted lists (ivf_flat)
+    nprobe: int = 0  # lists searched without a filter (ivf_flat)
+
+
+class SegmentInfo(BaseModel):
+    """One segment of a snapshot and what this snapshot deleted from it."""
+
+    name: str
+    documents: int  # rows written, tombstoned ones included
+    chunks: int
+    deleted_documents: list[int] = Field(default_factory=list)  # tombstones: document ids
+    deleted_chunks: int = 0
+    vectors: VectorIndex = Field(default_factory=VectorIndex)
+
+    @property
+    def live_chunks(self) -> int:
+        return self.chunks - self.deleted_chunks
 
 
 class Manifest(BaseModel):
@@ -45,6 +76,13 @@ class Manifest(BaseModel):
     created_at: str = Field(default_factory=lambda: now())
     updated_at: str = Field(default_factory=lambda: now())
     versions: dict[str, str] = Field(default_factory=dict)
+    segments: list[SegmentInfo] = Field(default_factory=list)  # schema 3
+    next_document_id: int = 1  # ids are never reused, so a tombstone can never hit a new row
+    next_chunk_id: int = 1
+
+    @property
+    def segmented(self) -> bool:
+        return self.schema_version >= 3
 
 
 def now() -> str:

@@ -1,8 +1,10 @@
-"""The FAISS side of a snapshot: the library, loaded on first use, id selectors for filters, and
-single-question search."""
+"""The vectors of an index: FAISS loaded on first use, id selectors for filters, single-question
+search, and the vector files of a segment (exact or IVF)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,3 +50,147 @@ def search_one(
     finally:
         faiss.omp_set_num_threads(before)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+
+# -- the vectors of a segment --
+#
+# A segment keeps its vectors in one of two files, both memory-mapped when opened, so opening an
+# index reads no vector into RAM:
+#
+# * ``vectors.npy`` (flat, exact): row i is the vector of the segment's i-th chunk (``ids.npy``).
+#   One question costs one matrix-vector product over the rows (3.5 ms per 100k 384-d vectors on
+#   one core).
+# * ``vectors.ivf`` (ivf_flat, approximate): a FAISS IndexIVFFlat whose ids are row numbers, with
+#   a direct map so that any row can be read back. Chosen for segments of at least
+#   ANN_MIN_VECTORS vectors, with nlist = 4 sqrt(N) and nprobe 64 (benchmarks/ann_choice.py:
+#   recall@10 0.976-0.977 at 1M in 1.3 ms). With a filter, nprobe follows the share of the
+#   segment the filter allows (FILTER_NPROBE), and below 1% the allowed rows are scanned exactly.
+
+FLAT_FILE = "vectors.npy"
+IVF_FILE = "vectors.ivf"
+ANN_MIN_VECTORS = 100_000
+NPROBE = 64
+FILTER_NPROBE = 256  # 1% <= allowed share < 10%: recall 0.968 at 1%
+EXACT_BELOW = 0.01  # allowed share under which the allowed rows are scanned exactly
+
+
+def ivf_nlist(n: int) -> int:
+    return max(1, int(4 * np.sqrt(n)))
+
+
+def write_flat(path: Path, vectors: Any) -> None:
+    """``vectors``: an array, or a stand-in read by row slices (``shape``, ``x[lo:hi]``)."""
+    n, d = vectors.shape
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    for lo in range(0, n, 100_000):
+        out[lo : lo + 100_000] = vectors[lo : lo + 100_000]
+    out.flush()
+    del out
+
+
+def write_ivf(path: Path, vectors: Any) -> tuple[int, int]:
+    """Train and fill an IVFFlat index over ``vectors`` (ids = row numbers); (nlist, nprobe).
+    Rows are read in batches, so a memory-mapped input is never read into RAM whole."""
+    faiss = faiss_module()
+    x = vectors
+    n, d = x.shape
+    nlist = ivf_nlist(n)
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    # k-means on a sample: 64 points per list is plenty for centroids (FAISS warns under 39).
+    rng = np.random.default_rng(0)
+    picked = np.arange(n) if n <= 64 * nlist else np.sort(rng.choice(n, 64 * nlist, replace=False))
+    index.train(np.ascontiguousarray(x[picked], dtype=np.float32))
+    for lo in range(0, n, 100_000):
+        index.add(np.ascontiguousarray(x[lo : lo + 100_000], dtype=np.float32))
+    index.make_direct_map(True)
+    faiss.write_index(index, str(path))
+    return nlist, min(NPROBE, nlist)
+
+
+class SegmentVectors:
+    """The vectors of one segment, memory-mapped; rows are addressed by position."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        dimension: int,
+        nprobe: int = NPROBE,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        """Open the vector file in ``directory``, or search ``rows`` (an array) when given."""
+        self.nprobe = nprobe
+        self._ivf: Any = None
+        self._flat: np.ndarray | None = None
+        if rows is not None:
+            self._flat = rows
+            self.count, self.dimension = len(rows), dimension
+        elif directory is None:
+            raise ValueError("a directory or rows are required")
+        elif (directory / IVF_FILE).exists():
+            faiss = faiss_module()
+            self._ivf = faiss.read_index(str(directory / IVF_FILE), faiss.IO_FLAG_MMAP)
+            self.count = int(self._ivf.ntotal)
+            self.dimension = int(self._ivf.d)
+        else:
+            self._flat = np.load(directory / FLAT_FILE, mmap_mode="r")
+            self.count, self.dimension = (int(x) for x in self._flat.shape)
+        if self.count and self.dimension != dimension:
+            raise ValueError(f"vectors have dimension {self.dimension}, expected {dimension}")
+
+    @property
+    def approximate(self) -> bool:
+        return self._ivf is not None
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at ``positions``, as float32 rows."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._flat is not None:
+            return np.asarray(self._flat[positions], dtype=np.float32)
+        if not len(positions):
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._ivf.reconstruct_batch(positions), dtype=np.float32)
+
+    def all_rows(self, batch: int = 100_000) -> Iterator[np.ndarray]:
+        for lo in range(0, self.count, batch):
+            yield self.rows(np.arange(lo, min(lo + batch, self.count)))
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None, allowed_count: int
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best (position, score), best first, among rows where ``allowed`` (a bool
+        mask over positions, None for all) is set; ``allowed_count`` is its number of rows."""
+        k = min(k, allowed_count)
+        if k <= 0:
+            return []
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if self._ivf is None or (allowed is not None and allowed_count < EXACT_BELOW * self.count):
+            return self._exact(q, k, allowed)
+        faiss = faiss_module()
+        nprobe = self.nprobe
+        if allowed is not None and allowed_count < 0.1 * self.count:
+            nprobe = max(nprobe, FILTER_NPROBE)
+        sel = None if allowed is None else bitmap_selector(np.flatnonzero(allowed))
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, int(self._ivf.nlist)))
+        return search_one(self._ivf, q, k, params)
+
+    def _exact(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        if self._flat is not None:
+            # One pass over every row, then the disallowed ones are ruled out: cheaper than
+            # gathering the allowed rows when most of the segment is allowed.
+            scores = np.asarray(self._flat @ q, dtype=np.float32)
+            if allowed is not None:
+                scores[~allowed] = -np.inf
+            top = _top_k(scores, k)
+            return [(int(t), float(scores[t])) for t in top if np.isfinite(scores[t])]
+        # An IVF segment with a filter that allows under 1% of it: read back only those rows.
+        positions = np.flatnonzero(allowed) if allowed is not None else np.arange(self.count)
+        scores = self.rows(positions) @ q
+        top = _top_k(scores, k)
+        return [(int(positions[t]), float(scores[t])) for t in top]
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indexes of the ``k`` largest scores, largest first (ties by lower index)."""
+    part = np.arange(len(scores)) if k >= len(scores) else np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]

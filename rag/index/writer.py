@@ -1,54 +1,46 @@
-"""Changes to an index, written to a private copy and published atomically by one rename.
+"""Changes to an index: new segments and tombstones, published atomically by one rename.
 
-A writer copies the committed snapshot aside, changes the copy and publishes it by replacing
-CURRENT (see :mod:`rag.index.snapshots` for publishing, the lock and clean-up). Readers open
-whatever CURRENT names, so they see the old or the new index, never a mix, and a crash at any
-moment leaves the last committed snapshot intact.
+A write adds at most one new segment (the documents it adds) and tombstones (the documents it
+deletes from existing segments), then publishes a snapshot whose manifest lists the segments with
+their tombstones (see :mod:`rag.index.snapshots` for publishing, the lock and clean-up). So a
+commit costs the change, not the index: nothing already written is copied or rewritten. Readers
+open whatever CURRENT names, so they see the old or the new index, never a mix, and a crash at
+any moment leaves the last committed snapshot intact.
+
+Merges (:mod:`rag.index.merging`) replace several segments by one without their tombstoned rows,
+in a commit of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rag.errors import IndexCorrupt
+from rag.errors import IndexCorrupt, IndexNotFound
+from rag.index.commits import (
+    next_segment_name,
+    publish_manifest,
+    remove_unreferenced_segments,
+)
 from rag.index.crashpoints import reach
-from rag.index.docstore import (
-    MIGRATE_1_TO_2,
-    SCHEMA_SQL,
-    DocumentRecord,
-    NewChunk,
-    list_documents,
-    match_patterns,
-)
-from rag.index.manifest import (
-    DOCSTORE,
-    MANIFEST,
-    VECTORS,
-    Manifest,
-    check_same_build,
-    now,
-    package_versions,
-    read_manifest,
-)
+from rag.index.docstore import DocumentRecord, NewChunk, list_documents, match_patterns_in
+from rag.index.legacy import convert, id_floors
+from rag.index.manifest import Manifest, SegmentInfo, check_same_build, now, read_manifest
+from rag.index.merging import merge, merge_by_policy, optimize_plan
+from rag.index.reader import open_segments
+from rag.index.segment import ChunkRow, SegmentBuilder, SegmentReader
 from rag.index.snapshots import (
-    TMP_PREFIX,
     current_name,
     current_snapshot,
-    fsync_file,
     lock,
-    publish,
     recovery_hint,
     remove_stale,
     snapshot_names,
 )
-from rag.index.vectors import faiss_module
 
 
 class StoreWriter:
@@ -56,65 +48,112 @@ class StoreWriter:
 
     def __init__(self, index_dir: Path, manifest: Manifest, base: Path | None) -> None:
         self.index_dir = index_dir
-        self.manifest = manifest
         self._base = base
-        self._tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir))
-        self._tmp.chmod(0o755)
-        db_path = self._tmp / DOCSTORE
-        if base is not None:
-            # The SQLite backup API copies a consistent image even if a reader holds the file.
-            src = sqlite3.connect(f"file:{base / DOCSTORE}?mode=ro", uri=True)
-            dst = sqlite3.connect(db_path)
-            src.backup(dst)
-            src.close()
-            dst.close()
-            self._vectors = faiss_module().read_index(str(base / VECTORS))
-        else:
-            faiss = faiss_module()
-            self._vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(manifest.dimension))
-        self._db = sqlite3.connect(db_path)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        if base is not None and manifest.schema_version < 2:
-            self._db.executescript(MIGRATE_1_TO_2)
-            self._db.executescript(SCHEMA_SQL)
-            self._db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
-            self.manifest = manifest = manifest.model_copy(update={"schema_version": 2})
-            self.migrated = True
-        else:
-            self._db.executescript(SCHEMA_SQL)
-            self.migrated = False
         self._committed = False
-        reach("writer-copy-created")
+        self.migrated = False
+        self._segments: list[SegmentReader] = []
+        self._builder: SegmentBuilder | None = None
+        self._deleted: dict[str, set[int]] = {}  # segment -> documents deleted by this write
+        self._deleted_chunks: dict[str, int] = {}  # segment -> their chunks
+        if base is not None and not manifest.segmented:
+            # A schema 1-2 index: its rows and vectors become the first segment of this write.
+            docs_floor, chunks_floor = id_floors(base)
+            legacy = manifest
+            manifest = manifest.model_copy(
+                update={
+                    "schema_version": Manifest.model_fields["schema_version"].default,
+                    "index_type": Manifest.model_fields["index_type"].default,
+                    "segments": [],
+                    "next_document_id": docs_floor + 1,
+                    "next_chunk_id": chunks_floor + 1,
+                }
+            )
+            self._builder = SegmentBuilder(index_dir, manifest.dimension)
+            convert(base, legacy, self._builder)
+            self.migrated = True
+        self.manifest = manifest
+        if base is not None and manifest.segmented and not self.migrated:
+            self._segments = open_segments(index_dir, base, manifest)
+        reach("writer-opened")
 
-    # -- reads on the working copy --
+    # -- reads --
+    def _live(self) -> Iterator[SegmentReader]:
+        for seg in self._segments:
+            if seg.info.name not in self._deleted:
+                yield seg
+            else:
+                yield _with_deleted(seg, self._deleted[seg.info.name])
+
     def find_source(self, source: str) -> DocumentRecord | None:
-        row = self._db.execute(
-            "SELECT d.id, d.source, d.sha256, d.kind, d.pages, "
-            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.id) FROM documents d "
-            "WHERE d.source = ?",
-            (source,),
-        ).fetchone()
-        return DocumentRecord(*row) if row else None
+        if self._builder is not None:
+            found = self._builder.find_source(source)
+            if found is not None:
+                return found
+        for seg in self._live():
+            docs = seg.documents("d.source = ?", [source])
+            if docs:
+                return docs[0]
+        return None
 
     def counts(self) -> tuple[int, int]:
-        docs = self._db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-        chunks = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        return int(docs), int(chunks)
+        """(documents, chunks) that a commit now would hold."""
+        docs = chunks = 0
+        for seg in self._segments:
+            info = self._info_of(seg)
+            docs += info.documents - len(info.deleted_documents)
+            chunks += info.live_chunks
+        if self._builder is not None:
+            docs += self._builder.documents
+            chunks += self._builder.chunks
+        return docs, chunks
 
     def documents(self) -> list[DocumentRecord]:
-        return list_documents(self._db)
+        docs = [d for seg in self._live() for d in seg.documents()]
+        if self._builder is not None:
+            docs += self._builder_documents()
+        return sorted(docs, key=lambda d: d.source)
 
     def match_patterns(self, patterns: Sequence[str]) -> tuple[list[DocumentRecord], list[str]]:
         """Documents whose source is, or matches the glob, one of ``patterns`` (see
         :func:`rag.index.docstore.match_patterns`), and the patterns that match nothing."""
-        return match_patterns(self._db, patterns)
+        dbs: list[tuple[sqlite3.Connection, Collection[int]]] = [
+            (seg.db, seg.deleted) for seg in self._live()
+        ]
+        if self._builder is not None:
+            dbs.append((self._builder.db, ()))
+        return match_patterns_in(dbs, patterns)
+
+    def _builder_documents(self) -> list[DocumentRecord]:
+        assert self._builder is not None
+        return list_documents(self._builder.db)
 
     # -- changes --
+    def _new_segment(self) -> SegmentBuilder:
+        if self._builder is None:
+            self._builder = SegmentBuilder(self.index_dir, self.manifest.dimension)
+        return self._builder
+
     def rename_document(self, doc_id: int, new_source: str) -> None:
-        """Point a document at a new source (a moved file); its chunks and vectors stay."""
-        cur = self._db.execute("UPDATE documents SET source = ? WHERE id = ?", (new_source, doc_id))
-        if cur.rowcount != 1:
-            raise KeyError(f"no document with id {doc_id}")
+        """Point a document at a new source (a moved file): its rows and vectors are copied to
+        this write's segment under the new source, without embedding them again."""
+        if self._builder is not None and self._builder.find_document(doc_id) is not None:
+            self._builder.db.execute(
+                "UPDATE documents SET source = ? WHERE id = ?", (new_source, doc_id)
+            )
+            return
+        seg = self._holder(doc_id)
+        row = list(seg.document_row(doc_id))
+        rows, vectors = seg.chunk_rows(doc_id)
+        first = self._take_chunk_ids(len(rows))
+        moved = [
+            ChunkRow(
+                first + n, *(getattr(r, f) for f in ChunkRow.__dataclass_fields__ if f != "id")
+            )
+            for n, r in enumerate(rows)
+        ]
+        self._tombstone(seg, doc_id)
+        row[1] = new_source
+        self._new_segment().add_document(tuple(row), moved, vectors)  # type: ignore[arg-type]
 
     def add_document(
         self,
@@ -131,99 +170,118 @@ class StoreWriter:
         """Store one document with its chunks and their vectors (row i belongs to chunk i)."""
         if len(chunks) != len(vectors):
             raise ValueError("one vector per chunk is required")
-        cur = self._db.execute(
-            "INSERT INTO documents(source, sha256, kind, size, pages, title, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (source, sha256, kind, size, pages, title, now()),
+        doc_id = self.manifest.next_document_id
+        self.manifest = self.manifest.model_copy(update={"next_document_id": doc_id + 1})
+        first = self._take_chunk_ids(len(chunks))
+        rows = [
+            ChunkRow(first + seq, seq, c.page, c.page_label, c.section, c.start, c.end, c.tokens,
+                     c.text, " ".join(x for x in (title, c.section) if x) or None)
+            for seq, c in enumerate(chunks)
+        ]  # fmt: skip
+        self._new_segment().add_document(
+            (doc_id, source, sha256, kind, size, pages, title, now()), rows, vectors
         )
-        doc_id = int(cur.lastrowid or 0)
-        next_id = self._next_chunk_id()
-        ids = np.arange(next_id, next_id + len(chunks), dtype=np.int64)
-        self._db.executemany(
-            "INSERT INTO chunks(id, doc_id, seq, page, page_label, section, start, end, tokens, "
-            "text, heading) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (int(cid), doc_id, seq, c.page, c.page_label, c.section, c.start, c.end,
-                 c.tokens, c.text, " ".join(x for x in (title, c.section) if x) or None)
-                for seq, (cid, c) in enumerate(zip(ids, chunks, strict=True))
-            ],
-        )  # fmt: skip
-        if len(chunks):
-            self._vectors.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         return doc_id
 
     def delete_document(self, doc_id: int) -> int:
         """Remove a document, its chunks and their vectors; returns the number of chunks removed."""
-        ids = [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
-        self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-        self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-        if ids:
-            self._vectors.remove_ids(np.asarray(ids, dtype=np.int64))
-        return len(ids)
+        if self._builder is not None and self._builder.find_document(doc_id) is not None:
+            return self._builder.remove_document(doc_id)
+        seg = self._holder(doc_id)
+        return self._tombstone(seg, doc_id)
 
-    def _next_chunk_id(self) -> int:
-        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()
-        # Never reuse an id that a deleted chunk had in this or an earlier snapshot.
-        return max(int(row[0]), self._id_floor()) + 1
+    def _take_chunk_ids(self, n: int) -> int:
+        first = self.manifest.next_chunk_id
+        self.manifest = self.manifest.model_copy(update={"next_chunk_id": first + n})
+        return first
 
-    def _id_floor(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'max_chunk_id'").fetchone()
-        return int(row[0]) if row else 0
+    def _holder(self, doc_id: int) -> SegmentReader:
+        for seg in self._live():
+            if seg.documents("d.id = ?", [doc_id]):
+                return seg
+        raise KeyError(f"no document with id {doc_id}")
 
-    # -- publish --
-    def commit(self) -> Path:
-        """Write everything, then atomically make this the index's committed snapshot."""
-        top = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0]
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES ('max_chunk_id', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
-            (int(top),),
-        )
-        self._db.commit()
-        reach("commit-sqlite-committed")
-        docs, chunks = self.counts()
-        if chunks != self._vectors.ntotal:
-            raise IndexCorrupt(
-                f"Internal error: {chunks} chunks but {self._vectors.ntotal} vectors; nothing "
-                "was committed."
-            )
-        self._db.close()
-        faiss_module().write_index(self._vectors, str(self._tmp / VECTORS))
-        reach("commit-vectors-written")
-        self.manifest = self.manifest.model_copy(
+    def _tombstone(self, seg: SegmentReader, doc_id: int) -> int:
+        chunks = len(seg.chunk_ids_of([doc_id]))
+        self._deleted.setdefault(seg.info.name, set()).add(doc_id)
+        self._deleted_chunks[seg.info.name] = self._deleted_chunks.get(seg.info.name, 0) + chunks
+        return chunks
+
+    def _info_of(self, seg: SegmentReader) -> SegmentInfo:
+        """A segment's entry in the next manifest: its tombstones plus this write's."""
+        extra = self._deleted.get(seg.info.name)
+        if not extra:
+            return seg.info
+        return seg.info.model_copy(
             update={
-                "documents": docs,
-                "chunks": chunks,
-                "updated_at": now(),
-                "versions": package_versions(),
+                "deleted_documents": sorted(set(seg.info.deleted_documents) | extra),
+                "deleted_chunks": seg.info.deleted_chunks + self._deleted_chunks[seg.info.name],
             }
         )
-        (self._tmp / MANIFEST).write_text(self.manifest.model_dump_json(indent=2) + "\n", "utf-8")
-        reach("commit-manifest-written")
-        for name in (VECTORS, DOCSTORE, MANIFEST):
-            fsync_file(self._tmp / name)
-        reach("commit-files-synced")
-        snap = publish(self.index_dir, self._tmp)
+
+    # -- publish --
+    def commit(self, merge: bool = True) -> Path:
+        """Write the new segment, then atomically publish a manifest that lists it; then, with
+        ``merge``, merge segments where the tiered policy says it is worth it (each merge a
+        commit of its own). Returns the last snapshot published."""
+        infos = [self._info_of(seg) for seg in self._segments]
+        if self._builder is not None and self._builder.documents:
+            vector_index = self._builder.finish()
+            name = next_segment_name(self.index_dir)
+            self._builder.publish(name)
+            infos.append(
+                SegmentInfo(
+                    name=name,
+                    documents=self._builder.documents,
+                    chunks=self._builder.chunks,
+                    vectors=vector_index,
+                )
+            )
+        elif self._builder is not None:
+            self._builder.discard()
+        self._builder = None
+        infos = [i for i in infos if i.live_chunks > 0 or i.documents > len(i.deleted_documents)]
+        snap = publish_manifest(self.index_dir, self.manifest, infos)
         self._committed = True
+        self.close()
+        if merge:
+            snap = merge_by_policy(self.index_dir, snap)
+        self.manifest = read_manifest(snap)
         # The snapshot this write started from stays for readers that read CURRENT just before
-        # it moved on; older ones (and snapshots of interrupted writes) go.
+        # it moved on; older ones (and snapshots of interrupted writes) go, then the segments
+        # that no snapshot left on disk lists.
         keep = {snap.name} | ({self._base.name} if self._base is not None else set())
         remove_stale(self.index_dir, keep=keep)
+        remove_unreferenced_segments(self.index_dir)
         return snap
 
+    def close(self) -> None:
+        for seg in self._segments:
+            seg.close()
+        self._segments = []
+
     def abort(self) -> None:
-        with contextlib.suppress(sqlite3.ProgrammingError):
-            self._db.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._builder is not None:
+            self._builder.discard()
+            self._builder = None
+        self.close()
+
+
+def _with_deleted(seg: SegmentReader, extra: set[int]) -> SegmentReader:
+    """A view of ``seg`` whose documents() also leaves out ``extra`` (this write's deletions)."""
+    view = object.__new__(type(seg))
+    view.__dict__.update(seg.__dict__)
+    view.deleted = seg.deleted | frozenset(extra)
+    return view
 
 
 @contextlib.contextmanager
 def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWriter]:
-    """Lock ``index_dir`` for writing and yield a writer on a copy of its committed snapshot.
+    """Lock ``index_dir`` for writing and yield a writer on its committed snapshot.
 
     ``manifest`` describes the settings of this write; an existing index built with other
     embedding or chunking parameters is refused. Nothing is published unless the writer's
-    :meth:`StoreWriter.commit` is called; an exception discards the copy.
+    :meth:`StoreWriter.commit` is called; an exception discards what was written.
     """
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -235,14 +293,25 @@ def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWrit
             base, existing = committed
             check_same_build(existing, manifest, index_dir)
             manifest = existing
-        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
-        reach("lock-cleaned")
-        writer = StoreWriter(index_dir, manifest, base)
-        try:
+        with open_writer_locked(index_dir, base, manifest) as writer:
             yield writer
-        finally:
-            if not writer._committed:
-                writer.abort()
+
+
+@contextlib.contextmanager
+def open_writer_locked(
+    index_dir: Path, base: Path | None, manifest: Manifest
+) -> Iterator[StoreWriter]:
+    """:func:`open_writer` for a caller that holds the lock and read the committed ``base``."""
+    remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
+    if base is not None:
+        remove_unreferenced_segments(index_dir)
+    reach("lock-cleaned")
+    writer = StoreWriter(index_dir, manifest, base)
+    try:
+        yield writer
+    finally:
+        if not writer._committed:
+            writer.abort()
 
 
 def _committed_base(index_dir: Path) -> tuple[Path, Manifest] | None:
@@ -267,3 +336,36 @@ def _keep_at_lock(index_dir: Path, base: Path | None) -> set[str] | None:
     number = int(base.name.split("-")[1])
     older = [n for n in snapshot_names(index_dir) if int(n.split("-")[1]) < number]
     return {base.name, *older[-1:]}
+
+
+def optimize(index_dir: str | Path) -> tuple[Manifest, Manifest] | None:
+    """Merge every segment of ``index_dir`` into one, without tombstoned rows and with an
+    approximate vector index when its size calls for one; (before, after), or None when the
+    index is already one such segment."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise IndexNotFound(
+            f"No index at {index_dir}. Build one with: rag ingest PATH --index {index_dir}"
+        )
+    with lock(index_dir):
+        committed = _committed_base(index_dir)
+        if committed is None:
+            raise IndexNotFound(
+                f"{index_dir} holds no index yet. Build one with: rag ingest PATH --index "
+                f"{index_dir}"
+            )
+        base, before = committed
+        if not before.segmented:
+            # An index of schema 1-2 becomes one segment on its first write.
+            with open_writer_locked(index_dir, base, before) as writer:
+                snap = writer.commit(merge=False)
+            return before, read_manifest(snap)
+        names = optimize_plan(before)
+        if not names:
+            return None
+        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
+        remove_unreferenced_segments(index_dir)
+        snap = merge(index_dir, base, names)
+        remove_stale(index_dir, keep={snap.name, base.name})
+        remove_unreferenced_segments(index_dir)
+        return before, read_manifest(snap)

@@ -1,0 +1,99 @@
+"""Publishing a manifest as the committed snapshot, naming new segments, and removing the
+segments that no snapshot on disk lists any more."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rag.errors import IndexCorrupt, IndexNotFound
+from rag.index.crashpoints import reach
+from rag.index.manifest import MANIFEST, Manifest, SegmentInfo, now, package_versions, read_manifest
+from rag.index.segment import SEGMENTS, TMP_SEGMENT, segment_names
+from rag.index.snapshots import (
+    TMP_PREFIX,
+    current_snapshot,
+    fsync_dir,
+    fsync_file,
+    publish,
+    snapshot_names,
+)
+
+log = logging.getLogger(__name__)
+_DEL_SEGMENT = ".del-seg-"
+
+
+def next_segment_name(index_dir: Path) -> str:
+    """A segment name no directory and no snapshot on disk uses."""
+    numbers = [int(n.split("-")[1]) for n in segment_names(index_dir)]
+    for name in snapshot_names(index_dir):
+        try:
+            numbers += [int(s.name.split("-")[1]) for s in read_manifest(index_dir / name).segments]
+        except IndexCorrupt:
+            continue
+    return f"seg-{max(numbers, default=0) + 1:06d}"
+
+
+def publish_manifest(index_dir: Path, manifest: Manifest, segments: list[SegmentInfo]) -> Path:
+    """Write a snapshot whose manifest lists ``segments`` and make it the committed one; the
+    manifest's counts are recomputed from the segments. The caller holds the lock."""
+    manifest = manifest.model_copy(
+        update={
+            "segments": segments,
+            "documents": sum(i.documents - len(i.deleted_documents) for i in segments),
+            "chunks": sum(i.live_chunks for i in segments),
+            "updated_at": now(),
+            "versions": package_versions(),
+        }
+    )
+    work = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=index_dir))
+    work.chmod(0o755)
+    (work / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", "utf-8")
+    reach("commit-manifest-written")
+    fsync_file(work / MANIFEST)
+    reach("commit-files-synced")
+    return publish(index_dir, work)
+
+
+def referenced_segments(index_dir: Path) -> set[str] | None:
+    """Every segment that a snapshot on disk lists; None when a snapshot's manifest cannot be
+    read (then nothing may be removed)."""
+    names: set[str] = set()
+    for snap in snapshot_names(index_dir):
+        try:
+            names |= {s.name for s in read_manifest(index_dir / snap).segments}
+        except IndexCorrupt:
+            return None
+    return names
+
+
+def remove_unreferenced_segments(index_dir: Path) -> None:
+    """Remove unfinished segments (``.tmp-seg-*``, ``.del-seg-*``) and, while CURRENT names a
+    readable snapshot, every segment that no snapshot on disk lists. The caller holds the lock."""
+    root = index_dir / SEGMENTS
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.name.startswith((TMP_SEGMENT, _DEL_SEGMENT)):
+            shutil.rmtree(p, ignore_errors=True)
+    try:
+        read_manifest(current_snapshot(index_dir))
+    except (IndexCorrupt, IndexNotFound):
+        return  # a damaged index keeps every segment for `rag index recover`
+    keep = referenced_segments(index_dir)
+    if keep is None:
+        return
+    for name in segment_names(index_dir):
+        if name in keep:
+            continue
+        aside = root / f"{_DEL_SEGMENT}{name}"
+        try:
+            os.replace(root / name, aside)
+            reach("cleanup-segment-aside")
+            shutil.rmtree(aside)
+        except OSError as exc:
+            log.warning("Could not remove the unused segment %s: %s", name, exc)
+    fsync_dir(root)
