@@ -117,7 +117,8 @@ def large(
     with RAG.open(index, settings, embedder=embedder) as rag:
         # Debian's SQLite allows 250,000 variables where default builds allow 32,766: pin the
         # default, so that what is tested holds on every build.
-        rag.store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, SQLITE_DEFAULT_VARIABLES)
+        for seg in rag.store.segments:
+            seg.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, SQLITE_DEFAULT_VARIABLES)
         yield rag
 
 
@@ -174,12 +175,14 @@ def test_dense_filters_read_the_matching_chunks_once_per_filter(large: RAG) -> N
     statements: list[str] = []
     filters = Filters(source_glob="scifact-part-*.pdf")
     large.retrieve(QUESTION, k=3, retrieval_mode="dense", filters=filters)
-    large.store._db.set_trace_callback(statements.append)
+    for seg in large.store.segments:
+        seg.db.set_trace_callback(statements.append)
     try:
         for _ in range(3):
             hits = large.retrieve(QUESTION, k=3, retrieval_mode="dense", filters=filters)
             assert len(hits) == 3 and all(h.source.endswith(".pdf") for h in hits)
     finally:
-        large.store._db.set_trace_callback(None)
+        for seg in large.store.segments:
+            seg.db.set_trace_callback(None)
     assert statements  # the passages themselves are still read
     assert not [s for s in statements if s.startswith("SELECT c.id FROM chunks")], statements

@@ -15,7 +15,7 @@ from ingest import ingest
 from rag.cli import main
 from rag.config import Settings
 from rag.errors import IndexCorrupt, IndexNotFound
-from rag.index.manifest import VECTORS, read_manifest
+from rag.index.manifest import MANIFEST, read_manifest
 from rag.index.reader import Store
 from rag.index.recovery import recover
 from rag.index.snapshots import current_name, snapshot_names
@@ -27,13 +27,22 @@ from tests.conftest import DOCUMENTS
 
 
 def _tree(index: Path) -> dict[str, bytes]:
-    """Every file of every snapshot directory, with its bytes."""
+    """Every file of every snapshot and segment directory, with its bytes."""
+    dirs = [index / name for name in snapshot_names(index)] + [index / "segments"]
     return {
         str(p.relative_to(index)): p.read_bytes()
-        for name in snapshot_names(index)
-        for p in sorted((index / name).rglob("*"))
-        if p.is_file()
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
     }
+
+
+def _name_missing_segment(snapshot: Path) -> None:
+    """Damage a snapshot: its manifest lists a segment that is not on disk."""
+    m = read_manifest(snapshot)
+    lost = m.segments[-1].model_copy(update={"name": "seg-999999"})
+    damaged = m.model_copy(update={"segments": [*m.segments[:-1], lost]})
+    (snapshot / MANIFEST).write_text(damaged.model_dump_json(), encoding="utf-8")
 
 
 @pytest.fixture
@@ -105,16 +114,16 @@ def test_a_damaged_current_costs_no_snapshot(
 
 def test_recover_skips_snapshots_that_do_not_verify(three_snapshots: tuple[Path, Path]) -> None:
     index, _ = three_snapshots
-    (index / "snap-000003" / VECTORS).unlink()  # a damaged newest snapshot
+    _name_missing_segment(index / "snap-000003")  # a damaged newest snapshot
     (index / "CURRENT").write_text("garbage\n", encoding="utf-8")
     result = recover(index)
     assert (result.snapshot, result.previous, result.changed) == ("snap-000002", "garbage", True)
     assert list(result.rejected) == ["snap-000003"]
-    assert VECTORS in result.rejected["snap-000003"][0]
+    assert "seg-999999" in result.rejected["snap-000003"][0]
     assert result.snapshots == ["snap-000001", "snap-000002", "snap-000003"]
     assert verify(index) == []
     # A sound CURRENT is left alone, even with a newer complete snapshot on disk.
-    shutil.copy(index / "snap-000002" / VECTORS, index / "snap-000003" / VECTORS)
+    shutil.copy(index / "snap-000002" / MANIFEST, index / "snap-000003" / MANIFEST)
     again = recover(index)
     assert (again.snapshot, again.changed) == ("snap-000002", False)
     assert current_name(index) == "snap-000002"

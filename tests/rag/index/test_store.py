@@ -51,7 +51,10 @@ def test_manifest_records_provenance(
     assert m.tokenizer == tokenizer_name(settings)
     assert m.chunk_tokens == settings.chunk_tokens
     assert m.chunk_overlap == settings.chunk_overlap
-    assert m.index_type == INDEX_TYPE == "IndexIDMap2(IndexFlatIP)"
+    assert m.index_type == INDEX_TYPE == "segments"
+    assert [(s.chunks, s.deleted_documents, s.vectors.kind) for s in m.segments] == [
+        (report.chunks_total, [], "flat")
+    ]
     assert m.schema_version == SCHEMA_VERSION
     assert (m.documents, m.chunks) == (report.documents_total, report.chunks_total)
     for name in ("rag-toolkit", "faiss-cpu", "sentence-transformers", "transformers", "pypdf"):
@@ -138,23 +141,34 @@ def test_index_directory_holds_no_pickle(built_index: tuple[Path, IngestReport])
     index, _ = built_index
     files = sorted(p for p in index.rglob("*") if p.is_file())
     rel = [p.relative_to(index) for p in files]
-    snapshots = {p.parts[0] for p in rel if len(p.parts) == 2}
+    snapshots = {p.parts[0] for p in rel if p.parts[0].startswith("snap-")}
     assert len(snapshots) == 1
     snap = snapshots.pop()
-    assert snap.startswith("snap-")
-    assert set(rel) == {
+    assert {p for p in rel if p.parts[0] != "segments"} == {
         Path("CURRENT"),
         Path(".lock"),
         Path(snap, "manifest.json"),
-        Path(snap, "vectors.faiss"),
-        Path(snap, "docstore.sqlite"),
     }
-    assert not [p for p in index.rglob("*") if p.suffix in (".pkl", ".pickle", ".npy")]
+    segments = {p.parts[1] for p in rel if p.parts[0] == "segments"}
+    assert len(segments) == 1
+    seg = Path("segments", segments.pop())
+    assert {p for p in rel if p.parts[0] == "segments" and p.parent == seg} == {
+        seg / "rows.sqlite",
+        seg / "ids.npy",
+        seg / "vectors.npy",
+    }
+    assert [p for p in rel if p.parts[0] == "segments" and p.parent != seg] == [
+        p for p in rel if p.parts[:3] == (*seg.parts, "lexical")
+    ]
+    assert not [p for p in index.rglob("*") if p.suffix in (".pkl", ".pickle")]
     heads = {str(r): p.read_bytes()[:16] for r, p in zip(rel, files, strict=True)}
     for name, head in heads.items():
         assert not head.startswith(b"\x80"), f"{name} starts like a pickle"
-    assert heads[f"{snap}/vectors.faiss"].startswith(b"IxM2")  # faiss IndexIDMap2
-    assert heads[f"{snap}/docstore.sqlite"].startswith(b"SQLite format 3\x00")
+    # NumPy arrays of numbers, read with allow_pickle=False (np.load's default).
+    for name in ("ids.npy", "vectors.npy"):
+        assert heads[f"{seg}/{name}"].startswith(b"\x93NUMPY")
+        assert np.load(index / seg / name, allow_pickle=False).dtype.kind in "if"
+    assert heads[f"{seg}/rows.sqlite"].startswith(b"SQLite format 3\x00")
     assert heads[f"{snap}/manifest.json"].startswith(b"{")
     assert (index / "CURRENT").read_text(encoding="utf-8") == snap + "\n"
 
