@@ -1,4 +1,5 @@
-"""``rag index ...``: check an index's consistency, repair its CURRENT, remove documents."""
+"""``rag index ...``: check an index's consistency and recall, repair its CURRENT, remove
+documents, merge its segments."""
 
 from __future__ import annotations
 
@@ -14,17 +15,43 @@ from rag.errors import IndexCorrupt
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``index`` command group to the ``rag`` parser."""
-    index = sub.add_parser("index", help="verify an index or remove documents from it")
+    index = sub.add_parser(
+        "index", help="verify, recover or optimize an index, or remove documents from it"
+    )
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
 
     verify = index_sub.add_parser(
         "verify",
         parents=[common],
-        help="check that vectors, chunks, full-text index and manifest agree",
-        description="Exit 0 when the committed snapshot is consistent; otherwise list the "
-        f"problems and exit {IndexCorrupt.exit_code}.",
+        help="check that every segment's vectors, chunks, postings and the manifest agree",
+        description="Exit 0 when the committed snapshot and every segment it lists are "
+        f"consistent; otherwise list the problems and exit {IndexCorrupt.exit_code}.",
+    )
+    verify.add_argument(
+        "--recall",
+        action="store_true",
+        help="also measure recall@10 of each approximate (IVF) segment against exact search, "
+        "with stored vectors as questions",
+    )
+    verify.add_argument(
+        "--queries",
+        type=int,
+        default=200,
+        metavar="N",
+        help="stored vectors sampled per segment by --recall (default: 200)",
     )
     verify.set_defaults(func=_cmd_verify)
+
+    optimize = index_sub.add_parser(
+        "optimize",
+        parents=[common],
+        help="merge every segment into one, dropping deleted rows",
+        description="Merge the index's segments into one segment without the rows of deleted "
+        "documents, with an approximate (IVF) vector index when it holds 100,000 chunks or "
+        "more; nothing is embedded again. Writes after each ingest merge small segments on "
+        "their own; run this after large deletions or before serving a large index.",
+    )
+    optimize.set_defaults(func=_cmd_optimize)
 
     recover = index_sub.add_parser(
         "recover",
@@ -77,6 +104,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         with Store.open(index_dir) as store:
             docs, chunks = store.counts()
             data.update(snapshot=store.snapshot.name, documents=docs, chunks=chunks)
+            data["segments"] = len(store.segments)
+        if args.recall:
+            from rag.index.verify import measure_recall
+
+            data["recall"] = [
+                dataclasses.asdict(r) for r in measure_recall(index_dir, queries=args.queries)
+            ]
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     elif problems:
@@ -94,9 +128,53 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(
             f"{index_dir}: OK ({data['snapshot']}: {data['documents']} documents, "
-            f"{data['chunks']} chunks, one vector each; full-text index intact)"
+            f"{data['chunks']} chunks in {data['segments']} segment(s), one vector and one "
+            "posting entry each)"
         )
+        if args.recall:
+            for r in data["recall"]:
+                print(
+                    f"  {r['segment']}: recall@10 {r['recall']:.3f} against exact search "
+                    f"({r['queries']} stored vectors as questions; {r['chunks']} chunks, "
+                    f"nlist {r['nlist']}, nprobe {r['nprobe']})"
+                )
+            if not data["recall"]:
+                print("  every segment is searched exactly (recall 1.0)")
     return IndexCorrupt.exit_code if problems else 0
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from rag.index.writer import optimize
+
+    index_dir = _index_dir(args)
+    result = optimize(index_dir)
+    data: dict[str, Any] = {"index": str(index_dir), "changed": result is not None}
+    if result is not None:
+        before, after = result
+        data["before"] = _shape(before)
+        data["after"] = _shape(after)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif result is None:
+        print(f"{index_dir}: already one segment without deleted rows; unchanged.")
+    else:
+        b, a = data["before"], data["after"]
+        print(
+            f"{index_dir}: {b['segments']} segment(s), {b['deleted_chunks']} deleted chunk(s) "
+            f"-> {a['segments']} segment(s) ({a['chunks']} chunks, vectors "
+            f"{'/'.join(a['vectors'])})."
+        )
+    return 0
+
+
+def _shape(m: Any) -> dict[str, Any]:
+    return {
+        "schema_version": m.schema_version,
+        "segments": len(m.segments) if m.segmented else 1,
+        "chunks": m.chunks,
+        "deleted_chunks": sum(s.deleted_chunks for s in m.segments),
+        "vectors": sorted({s.vectors.kind for s in m.segments}) or ["flat"],
+    }
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:

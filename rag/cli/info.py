@@ -34,6 +34,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
             "chunk_tokens": m.chunk_tokens,
             "chunk_overlap": m.chunk_overlap,
             "schema_version": m.schema_version,
+            "segments": [
+                {
+                    "name": i.name,
+                    "chunks": i.live_chunks,
+                    "deleted_chunks": i.deleted_chunks,
+                    "vectors": i.vectors.kind,
+                }
+                for i in m.segments
+            ],
             "created_at": m.created_at,
             "updated_at": m.updated_at,
         }
@@ -48,6 +57,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for key in ("index", "documents", "chunks", "embedder", "dimension", "index_type",
                 "tokenizer", "chunk_tokens", "chunk_overlap", "updated_at"):  # fmt: skip
         print(f"{key:>14}: {data[key]}")
+    if data["segments"]:
+        parts = [f"{s['chunks']} {s['vectors']}" for s in data["segments"]]
+        print(f"{'segments':>14}: {len(parts)} ({', '.join(parts)} chunks)")
     if args.sources:
         for d in data["sources"]:
             print(f"  {d['chunks']:>5} chunks  {d['kind']:<8} {display_path(d['source'])}")
