@@ -188,13 +188,18 @@ class Store:
             assert isinstance(legacy, LegacySegment)
             where, args = filters.sql() if filters is not None else ("", [])
             return legacy.fts_search(text, k, where, args)
-        empty = filters is None or filters.is_empty()
-        allowed = None if empty else self._allowed(filters)
+        # Documents are what a source or kind filter allows (tombstoned ones never are); a
+        # page range alone keeps every live document.
+        by_document = filters is not None and bool(filters.source_glob or filters.kinds)
+        allowed = self._allowed(filters) if by_document else None
+        pages = filters.pages if filters is not None and filters.pages else None
         parts: list[tuple[LexicalSegment, dict[str, Any]]] = []
         for i, seg in enumerate(self.segments):
-            kwargs: dict[str, Any] = {"deleted": sorted(seg.deleted)}
-            if allowed is not None and filters is not None:
-                kwargs = {"documents": allowed[i].documents, "pages": filters.pages}
+            kwargs: dict[str, Any] = {"pages": pages}
+            if allowed is not None:
+                kwargs["documents"] = allowed[i].documents
+            else:
+                kwargs["deleted"] = sorted(seg.deleted)
             parts.append((seg.lexical, kwargs))
         return search_segments(parts, text, k)
 
