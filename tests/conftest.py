@@ -10,6 +10,7 @@ import pytest
 
 from ingest import IngestReport, ingest
 from rag.config import Settings
+from rag.index.reader import Store
 from rag.llm.tokens import Tokenizer, load_tokenizer
 from rag.retrieval.embeddings import Embedder
 
@@ -19,6 +20,17 @@ DOCUMENTS = SHARED_DATA / "documents"
 ATTENTION_PDF = DOCUMENTS / "pdf" / "attention_is_all_you_need_neurips2017.pdf"
 NO_TEXT_PDF = DOCUMENTS / "pdf" / "hybrid_search_article_print_no_text_layer.pdf"
 LLAMA2_TOKENIZER = SHARED_DATA / "tokenizers" / "llama2" / "tokenizer.model"
+
+
+def stored_rows(index: Path, columns: str) -> list[tuple[object, ...]]:
+    """``columns`` (SQL over ``chunks c JOIN documents d``) of every live chunk of the committed
+    snapshot, in chunk id order, read from each segment's rows."""
+    found: list[tuple[object, ...]] = []
+    with Store.open(index) as store:
+        for seg in store.segments:
+            sql = f"SELECT c.id, c.doc_id, {columns} FROM chunks c JOIN documents d ON d.id = c.doc_id"
+            found += [r for r in seg.db.execute(sql) if r[1] not in seg.deleted]
+    return [r[2:] for r in sorted(found)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -63,7 +63,7 @@ COMMANDS = {
     "info": set(),
     "eval": set(),
     "llm": {"export-default", "serve", "check"},
-    "index": {"verify", "recover", "delete"},
+    "index": {"verify", "recover", "delete", "optimize"},
 }
 
 

@@ -15,9 +15,7 @@ from rag.errors import IndexCorrupt
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``index`` command group to the ``rag`` parser."""
-    index = sub.add_parser(
-        "index", help="verify, recover or optimize an index, or remove documents from it"
-    )
+    index = sub.add_parser("index", help="verify, repair, optimize or delete from an index")
     index_sub = index.add_subparsers(dest="index_command", required=True, metavar="INDEX_COMMAND")
 
     verify = index_sub.add_parser(

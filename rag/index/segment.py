@@ -270,11 +270,14 @@ class SegmentReader:
         return np.asarray(pos, dtype=np.int64)
 
     def holds(self, chunk_ids: np.ndarray) -> np.ndarray:
-        """A bool mask: which of ``chunk_ids`` are rows of this segment."""
+        """A bool mask: which of ``chunk_ids`` are live rows of this segment (a moved document
+        keeps its chunk ids in its new segment, tombstoned in the old one)."""
         if not len(self.ids):
             return np.zeros(len(chunk_ids), dtype=bool)
         pos = np.minimum(np.searchsorted(self.ids, chunk_ids), len(self.ids) - 1)
-        return np.asarray(self.ids[pos] == chunk_ids)
+        found = np.asarray(self.ids[pos] == chunk_ids)
+        live = self.live
+        return found if live is None else found & live[pos]
 
     def documents(self, where: str | None = None, args: Sequence[Any] = ()) -> list[DocumentRecord]:
         found = list_documents(self.db, where, args)

@@ -134,8 +134,9 @@ class StoreWriter:
         return self._builder
 
     def rename_document(self, doc_id: int, new_source: str) -> None:
-        """Point a document at a new source (a moved file): its rows and vectors are copied to
-        this write's segment under the new source, without embedding them again."""
+        """Point a document at a new source (a moved file): its rows and vectors are copied, with
+        their ids, to this write's segment under the new source (nothing is embedded again), and
+        tombstoned where they were."""
         if self._builder is not None and self._builder.find_document(doc_id) is not None:
             self._builder.db.execute(
                 "UPDATE documents SET source = ? WHERE id = ?", (new_source, doc_id)
@@ -144,16 +145,9 @@ class StoreWriter:
         seg = self._holder(doc_id)
         row = list(seg.document_row(doc_id))
         rows, vectors = seg.chunk_rows(doc_id)
-        first = self._take_chunk_ids(len(rows))
-        moved = [
-            ChunkRow(
-                first + n, *(getattr(r, f) for f in ChunkRow.__dataclass_fields__ if f != "id")
-            )
-            for n, r in enumerate(rows)
-        ]
         self._tombstone(seg, doc_id)
         row[1] = new_source
-        self._new_segment().add_document(tuple(row), moved, vectors)  # type: ignore[arg-type]
+        self._new_segment().add_document(tuple(row), rows, vectors)  # type: ignore[arg-type]
 
     def add_document(
         self,

@@ -34,7 +34,7 @@ from rag.index.reader import Store
 from rag.index.writer import open_writer
 from rag.llm.tokens import Tokenizer
 from rag.retrieval.embeddings import Embedder
-from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF
+from tests.conftest import ATTENTION_PDF, DOCUMENTS, NO_TEXT_PDF, stored_rows
 
 MARKER = "Zanzibar marmalade quota"
 
@@ -448,7 +448,6 @@ def test_served_model_chunks_are_counted_in_its_own_tokenizer(
 ) -> None:
     """The served model is a local model directory; its tokenizer (all-MiniLM-L6-v2's WordPiece,
     shipped offline) differs from the embedded SmolLM2's, which shows which one counted."""
-    import sqlite3
 
     from transformers import AutoTokenizer
 
@@ -461,9 +460,7 @@ def test_served_model_chunks_are_counted_in_its_own_tokenizer(
     wordpiece = AutoTokenizer.from_pretrained(model_dir)
     with Store.open(index) as store:
         assert store.manifest.tokenizer == model_dir
-        db = sqlite3.connect(store.snapshot / "docstore.sqlite")
-        rows = db.execute("SELECT text, tokens FROM chunks").fetchall()
-        db.close()
+    rows = stored_rows(index, "c.text, c.tokens")
     assert len(rows) >= 3
     for text, tokens in rows:
         assert tokens == len(wordpiece(text, add_special_tokens=False)["input_ids"])

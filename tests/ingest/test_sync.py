@@ -14,9 +14,11 @@ from ingest import IngestReport, ingest
 from rag.cli import main
 from rag.config import Settings
 from rag.errors import IndexCorrupt
-from rag.index.manifest import DOCSTORE, VECTORS
+from rag.index.manifest import read_manifest
 from rag.index.reader import Store
+from rag.index.segment import IDS, ROWS, SEGMENTS
 from rag.index.snapshots import current_snapshot
+from rag.index.vectors import FLAT_FILE
 from rag.index.verify import verify
 from rag.llm.tokens import Tokenizer
 from rag.retrieval.embeddings import Embedder
@@ -195,33 +197,31 @@ def _tampered(tmp_path: Path, built: Path) -> tuple[Path, Path]:
 def test_verify_finds_a_missing_vector(
     tmp_path: Path, built_index: tuple[Path, IngestReport], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import faiss
-
     index, snap = _tampered(tmp_path, built_index[0])
-    vectors = faiss.read_index(str(snap / VECTORS))
-    gone = int(faiss.vector_to_array(vectors.id_map)[0])
-    vectors.remove_ids(np.asarray([gone], dtype=np.int64))
-    faiss.write_index(vectors, str(snap / VECTORS))
+    seg = index / SEGMENTS / read_manifest(snap).segments[0].name
+    ids, vectors = np.load(seg / IDS), np.load(seg / FLAT_FILE)
+    gone = int(ids[0])
+    np.save(seg / IDS, ids[1:])
+    np.save(seg / FLAT_FILE, vectors[1:])
     problems = verify(index)
-    assert any(f"1 chunk(s) have no vector (ids {gone})" in p for p in problems)
-    assert any("vectors but" in p for p in problems)
+    assert any(f"1 chunk(s) without a vector (ids {gone})" in p for p in problems), problems
     assert main(["index", "verify", "--index", str(index)]) == IndexCorrupt.exit_code
     assert f"ids {gone}" in capsys.readouterr().err
 
 
-def test_verify_finds_a_stale_full_text_index_and_wrong_counts(
+def test_verify_finds_stale_postings_and_wrong_counts(
     tmp_path: Path, built_index: tuple[Path, IngestReport]
 ) -> None:
     index, snap = _tampered(tmp_path, built_index[0])
-    db = sqlite3.connect(snap / DOCSTORE)
-    db.execute("DROP TRIGGER chunks_ad")  # the FTS index keeps the deleted row
+    seg = index / SEGMENTS / read_manifest(snap).segments[0].name
+    db = sqlite3.connect(seg / ROWS)
     db.execute("DELETE FROM chunks WHERE id = (SELECT MIN(id) FROM chunks)")
     db.commit()
     db.close()
     problems = "\n".join(verify(index))
-    assert "full-text index" in problems
-    assert "vector(s) belong to no chunk" in problems
-    assert "manifest.json records" in problems
+    assert "the postings hold" in problems  # tantivy still holds the deleted row
+    assert "vector(s) without a chunk" in problems
+    assert "the manifest says" in problems
 
 
 def test_verify_finds_a_dangling_current(

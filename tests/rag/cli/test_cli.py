@@ -54,7 +54,8 @@ def test_ingest_ask_info_on_the_shared_documents(
     assert info["documents"] == report["documents_total"]
     assert info["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert info["dimension"] == 384
-    assert info["index_type"] == "IndexIDMap2(IndexFlatIP)"
+    assert info["index_type"] == "segments"
+    assert [s["vectors"] for s in info["segments"]] == ["flat"]
 
     code, out, _ = _run(
         capsys,

@@ -8,7 +8,6 @@ pointed at an address where nothing listens: counting chunk text must not need t
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from rag.llm.default_model import DEFAULT_MODEL_NAME, unpacked_dir
 from rag.llm.factory import make_backend
 from rag.llm.tokens import SentencePieceTokenizer, Tokenizer, load_tokenizer, tokenizer_name
 from rag.retrieval.embeddings import Embedder
-from tests.conftest import DOCUMENTS, LLAMA2_TOKENIZER
+from tests.conftest import DOCUMENTS, LLAMA2_TOKENIZER, stored_rows
 
 SPEECH = DOCUMENTS / "text" / "state_of_the_union.txt"
 needs_llama2 = pytest.mark.skipif(
@@ -39,9 +38,7 @@ def _stored(index: Path) -> tuple[str, list[tuple[str, int]]]:
     """The manifest's tokenizer and every chunk's (text, tokens) as ingest stored them."""
     with Store.open(index) as store:
         name = store.manifest.tokenizer
-        db = sqlite3.connect(store.snapshot / "docstore.sqlite")
-        rows = db.execute("SELECT text, tokens FROM chunks ORDER BY id").fetchall()
-        db.close()
+    rows = stored_rows(index, "c.text, c.tokens")
     assert len(rows) >= 3
     return name, [(str(t), int(n)) for t, n in rows]
 
