@@ -102,8 +102,11 @@ def id_floors(snapshot: Path) -> tuple[int, int]:
     db = sqlite3.connect(f"file:{snapshot / DOCSTORE}?mode=ro", uri=True)
     try:
         top = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM chunks").fetchone()[0])
-        row = db.execute("SELECT value FROM meta WHERE key = 'max_chunk_id'").fetchone()
         docs = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM documents").fetchone()[0])
+        try:  # the id of the last deleted chunk, recorded since schema 2
+            row = db.execute("SELECT value FROM meta WHERE key = 'max_chunk_id'").fetchone()
+        except sqlite3.OperationalError:
+            row = None
     finally:
         db.close()
     return docs, max(top, int(row[0]) if row else 0)

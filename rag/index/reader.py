@@ -9,6 +9,7 @@ vector files and postings are memory-mapped, SQLite pages are read on demand.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ class Store:
             try:
                 manifest = read_manifest(snap)
                 return cls(index_dir, snap, manifest, open_segments(index_dir, snap, manifest))
-            except (RuntimeError, OSError, ValueError, IndexCorrupt) as exc:
+            except (RuntimeError, OSError, ValueError, sqlite3.Error, IndexCorrupt) as exc:
                 if attempt == 2 or snap == current_snapshot(index_dir):
                     raise IndexCorrupt(
                         f"Cannot open the index in {snap}: {exc}. {recovery_hint(index_dir)}"
