@@ -28,7 +28,7 @@ from rag.index.commits import (
 )
 from rag.index.crashpoints import reach
 from rag.index.docstore import DocumentRecord, NewChunk, list_documents, match_patterns_in
-from rag.index.legacy import convert, id_floors
+from rag.index.legacy import LegacySegment, convert, id_floors
 from rag.index.manifest import Manifest, SegmentInfo, check_same_build, now, read_manifest
 from rag.index.merging import merge, merge_by_policy, optimize_plan
 from rag.index.reader import open_segments
@@ -55,10 +55,12 @@ class StoreWriter:
         self._builder: SegmentBuilder | None = None
         self._deleted: dict[str, set[int]] = {}  # segment -> documents deleted by this write
         self._deleted_chunks: dict[str, int] = {}  # segment -> their chunks
+        self._legacy: tuple[LegacySegment, Manifest] | None = None
         if base is not None and not manifest.segmented:
-            # A schema 1-2 index: its rows and vectors become the first segment of this write.
+            # A schema 1-2 index is read as it is; the first change converts it (_convert).
             docs_floor, chunks_floor = id_floors(base)
-            legacy = manifest
+            self._legacy = (LegacySegment(base, manifest), manifest)
+            self._segments = [self._legacy[0]]
             manifest = manifest.model_copy(
                 update={
                     "schema_version": Manifest.model_fields["schema_version"].default,
@@ -68,12 +70,9 @@ class StoreWriter:
                     "next_chunk_id": chunks_floor + 1,
                 }
             )
-            self._builder = SegmentBuilder(index_dir, manifest.dimension)
-            convert(base, legacy, self._builder)
-            self.migrated = True
-        self.manifest = manifest
-        if base is not None and manifest.segmented and not self.migrated:
+        elif base is not None:
             self._segments = open_segments(index_dir, base, manifest)
+        self.manifest = manifest
         reach("writer-opened")
 
     # -- reads --
@@ -128,7 +127,24 @@ class StoreWriter:
         return list_documents(self._builder.db)
 
     # -- changes --
+    def _convert(self) -> None:
+        """Before the first change to a schema 1-2 index: copy its rows and vectors, with their
+        ids, into this write's segment (nothing is embedded again)."""
+        if self._legacy is None:
+            return
+        legacy, manifest = self._legacy
+        builder = SegmentBuilder(self.index_dir, self.manifest.dimension)
+        try:
+            convert(legacy.dir, manifest, builder)
+        except BaseException:
+            builder.discard()
+            raise
+        legacy.close()
+        self._legacy, self._segments, self._builder = None, [], builder
+        self.migrated = True
+
     def _new_segment(self) -> SegmentBuilder:
+        self._convert()
         if self._builder is None:
             self._builder = SegmentBuilder(self.index_dir, self.manifest.dimension)
         return self._builder
@@ -137,6 +153,7 @@ class StoreWriter:
         """Point a document at a new source (a moved file): its rows and vectors are copied, with
         their ids, to this write's segment under the new source (nothing is embedded again), and
         tombstoned where they were."""
+        self._convert()
         if self._builder is not None and self._builder.find_document(doc_id) is not None:
             self._builder.db.execute(
                 "UPDATE documents SET source = ? WHERE id = ?", (new_source, doc_id)
@@ -179,6 +196,7 @@ class StoreWriter:
 
     def delete_document(self, doc_id: int) -> int:
         """Remove a document, its chunks and their vectors; returns the number of chunks removed."""
+        self._convert()
         if self._builder is not None and self._builder.find_document(doc_id) is not None:
             return self._builder.remove_document(doc_id)
         seg = self._holder(doc_id)
@@ -217,7 +235,9 @@ class StoreWriter:
     def commit(self, merge: bool = True) -> Path:
         """Write the new segment, then atomically publish a manifest that lists it; then, with
         ``merge``, merge segments where the tiered policy says it is worth it (each merge a
-        commit of its own). Returns the last snapshot published."""
+        commit of its own). Returns the last snapshot published. A schema 1-2 index is
+        converted by its first commit, even one that changes nothing else."""
+        self._convert()
         infos = [self._info_of(seg) for seg in self._segments]
         if self._builder is not None and self._builder.documents:
             vector_index = self._builder.finish()

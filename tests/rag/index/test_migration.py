@@ -312,12 +312,14 @@ def test_a_writer_converts_it_and_gives_new_ids_above_the_old_ones(
         for t in texts
     ]
     with open_writer(legacy, read_manifest(current_snapshot(legacy))) as writer:
-        assert writer.migrated
+        assert not writer.migrated  # read as it is until the first change
         assert writer.counts() == (3, 29)
+        assert not (legacy / "segments").exists()
         doc_id = writer.add_document(
             source=str(legacy.parent / "notes.txt"), sha256="0" * 64, kind="text",
             size=55, pages=1, title=None, chunks=chunks, vectors=vectors,
         )  # fmt: skip
+        assert writer.migrated
         snap = writer.commit()
     assert doc_id == 5  # after the largest document id the old index gave (4)
     m = read_manifest(snap)
@@ -443,3 +445,15 @@ def test_converting_refuses_other_settings(legacy: Path) -> None:
     after = _tree(legacy)
     after.pop(".lock", None)  # the writer lock file is created by any write attempt
     assert after == before
+
+
+def test_a_write_that_changes_nothing_leaves_it_as_it_is(legacy: Path) -> None:
+    """Opening a writer (as every ingest does, also one that finds nothing new) converts nothing:
+    the conversion costs the whole index, so only a change pays it."""
+    before = sorted(p.relative_to(legacy) for p in legacy.rglob("*"))
+    with open_writer(legacy, read_manifest(current_snapshot(legacy))) as writer:
+        assert writer.find_source("no such file") is None
+        assert len(writer.documents()) == 3
+    after = sorted(p.relative_to(legacy) for p in legacy.rglob("*"))
+    assert [p for p in after if p not in before] in ([], [Path(".lock")])
+    assert read_manifest(current_snapshot(legacy)).schema_version == 2
