@@ -17,11 +17,16 @@ def faiss_module() -> Any:
 
 
 def bitmap_selector(ids: np.ndarray) -> Any:
-    """A faiss selector of chunk ids: one bit per id up to the largest, so it stays small (an
-    index of a million chunks takes 125 KB) and costs one bit test per scanned vector."""
+    """A faiss selector of ids: one bit per id up to the largest, so it stays small (a million
+    ids take 125 KB) and costs one bit test per scanned vector."""
     size = int(ids.max()) + 1 if len(ids) else 0
     mask = np.zeros(size, dtype=bool)
     mask[ids] = True
+    return mask_selector(mask)
+
+
+def mask_selector(mask: np.ndarray) -> Any:
+    """A faiss selector of the positions where the bool array ``mask`` is set."""
     bitmap = np.packbits(mask, bitorder="little")
     selector = faiss_module().IDSelectorBitmap(bitmap)
     selector.bitmap_array = bitmap  # the selector points into this array: keep it alive
@@ -170,7 +175,7 @@ class SegmentVectors:
         nprobe = self.nprobe
         if allowed is not None and allowed_count < 0.1 * self.count:
             nprobe = max(nprobe, FILTER_NPROBE)
-        sel = None if allowed is None else bitmap_selector(np.flatnonzero(allowed))
+        sel = None if allowed is None else mask_selector(allowed)
         params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, int(self._ivf.nlist)))
         return search_one(self._ivf, q, k, params)
 
