@@ -151,7 +151,11 @@ class SegmentBuilder:
         self._raw.close()
         raw_path = self.dir / _RAW
         ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64)
-        raw = np.memmap(raw_path, dtype=np.float32, mode="r", shape=(len(ids), self.dimension))
+        raw: np.ndarray = (
+            np.memmap(raw_path, dtype=np.float32, mode="r", shape=(len(ids), self.dimension))
+            if len(ids)
+            else np.zeros((0, self.dimension), dtype=np.float32)  # an empty file cannot be mapped
+        )
         keep = np.ones(len(ids), dtype=bool)
         if self._dropped:
             keep = ~np.isin(ids, np.fromiter(self._dropped, dtype=np.int64))
