@@ -374,11 +374,11 @@ def optimize(index_dir: str | Path) -> tuple[Manifest, Manifest] | None:
             with open_writer_locked(index_dir, base, before) as writer:
                 snap = writer.commit(merge=False)
             return before, read_manifest(snap)
+        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
+        remove_unreferenced_segments(index_dir)
         names = optimize_plan(before)
         if not names:
             return None
-        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
-        remove_unreferenced_segments(index_dir)
         snap = merge(index_dir, base, names)
         remove_stale(index_dir, keep={snap.name, base.name})
         remove_unreferenced_segments(index_dir)
