@@ -38,6 +38,7 @@ from rag.index.vectors import (
     ANN_MIN_VECTORS,
     FLAT_FILE,
     IVF_FILE,
+    NPROBE,
     SegmentVectors,
     write_flat,
     write_ivf,
@@ -169,8 +170,10 @@ class SegmentBuilder:
         vectors = raw if identity else _Gathered(raw, order, self.dimension)
         use_ann = len(sorted_ids) >= ANN_MIN_VECTORS if ann is None else ann and len(sorted_ids) > 0
         if use_ann:
-            nlist, nprobe = write_ivf(self.dir / IVF_FILE, vectors)
-            info = VectorIndex(kind="ivf_flat", nlist=nlist, nprobe=nprobe)
+            built = write_ivf(self.dir / IVF_FILE, vectors)
+            info = VectorIndex(
+                kind="ivf_flat", nlist=built.nlist, nprobe=built.nprobe, recall_at_10=built.recall
+            )
         else:
             write_flat(self.dir / FLAT_FILE, vectors)
             info = VectorIndex(kind="flat")
@@ -237,7 +240,7 @@ class SegmentReader:
             f"file:{self.dir / ROWS}?mode=ro", uri=True, check_same_thread=False
         )
         self.ids: np.ndarray = np.load(self.dir / IDS, mmap_mode="r")
-        self.vectors = SegmentVectors(self.dir, dimension, nprobe=info.vectors.nprobe or 64)
+        self.vectors = SegmentVectors(self.dir, dimension, nprobe=info.vectors.nprobe or NPROBE)
         self.lexical = LexicalSegment(self.dir / LEXICAL_DIR)
         self.deleted = frozenset(info.deleted_documents)
         self._live: np.ndarray | None = None

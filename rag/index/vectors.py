@@ -3,7 +3,8 @@ search, and the vector files of a segment (exact or IVF)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,18 @@ def search_one(
 #   one core).
 # * ``vectors.ivf`` (ivf_flat, approximate): a FAISS IndexIVFFlat whose ids are row numbers, with
 #   a direct map so that any row can be read back. Chosen for segments of at least
-#   ANN_MIN_VECTORS vectors, with nlist = 4 sqrt(N) and nprobe 64 (benchmarks/ann_choice.py:
-#   recall@10 0.976-0.977 at 1M in 1.3 ms). With a filter, nprobe follows the share of the
-#   segment the filter allows (FILTER_NPROBE), and below 1% the allowed rows are scanned exactly.
+#   ANN_MIN_VECTORS vectors, with nlist = 4 sqrt(N) and nprobe from 64 up, measured at build time
+#   until recall@10 reaches RECALL_TARGET (benchmarks/ann_choice.py: 0.976-0.977 at 1M and
+#   nprobe 64 in 1.3 ms on real embeddings). With a filter, nprobe grows with how little of the
+#   segment the filter allows, and below 1% the allowed rows are scanned exactly.
 
 FLAT_FILE = "vectors.npy"
 IVF_FILE = "vectors.ivf"
 ANN_MIN_VECTORS = 100_000
-NPROBE = 64
-FILTER_NPROBE = 256  # 1% <= allowed share < 10%: recall 0.968 at 1%
+NPROBE = 64  # the first nprobe tried; write_ivf raises it until RECALL_TARGET is met
+RECALL_TARGET = 0.95  # recall@10 against exact search that an approximate segment must reach
+CALIBRATION_QUERIES = 200  # stored vectors used as questions to choose nprobe
+FILTER_NPROBE_FACTOR = 4  # 1% <= allowed share < 10%: 4 x nprobe (256 at 64: recall 0.968 at 1%)
 EXACT_BELOW = 0.01  # allowed share under which the allowed rows are scanned exactly
 
 
@@ -93,9 +97,24 @@ def write_flat(path: Path, vectors: Any) -> None:
     del out
 
 
-def write_ivf(path: Path, vectors: Any) -> tuple[int, int]:
-    """Train and fill an IVFFlat index over ``vectors`` (ids = row numbers); (nlist, nprobe).
-    Rows are read in batches, so a memory-mapped input is never read into RAM whole."""
+@dataclass(frozen=True)
+class IvfBuild:
+    """What :func:`write_ivf` built: lists, the nprobe it chose, and the recall it measured."""
+
+    nlist: int
+    nprobe: int
+    recall: float
+
+
+def write_ivf(path: Path, vectors: Any) -> IvfBuild:
+    """Train and fill an IVFFlat index over ``vectors`` (ids = row numbers) and choose its nprobe.
+
+    Rows are read in batches, so a memory-mapped input is never read into RAM whole. nprobe is
+    not assumed: it is the smallest of NPROBE, 2 NPROBE, 4 NPROBE, ... whose recall@10 against
+    exact search reaches RECALL_TARGET, measured with stored vectors as questions. Real
+    embeddings cluster and stop at 64 (0.976 at 1M, benchmarks/ann_choice.py); vectors without
+    structure need many more lists, and get them instead of a silent loss of recall.
+    """
     faiss = faiss_module()
     x = vectors
     n, d = x.shape
@@ -109,8 +128,47 @@ def write_ivf(path: Path, vectors: Any) -> tuple[int, int]:
     for lo in range(0, n, 100_000):
         index.add(np.ascontiguousarray(x[lo : lo + 100_000], dtype=np.float32))
     index.make_direct_map(True)
+    nprobe, recall = _calibrate(index, x, nlist)
     faiss.write_index(index, str(path))
-    return nlist, min(NPROBE, nlist)
+    return IvfBuild(nlist=nlist, nprobe=nprobe, recall=recall)
+
+
+def _calibrate(index: Any, x: Any, nlist: int, k: int = 10) -> tuple[int, float]:
+    n = x.shape[0]
+    rng = np.random.default_rng(1)
+    picked = np.sort(rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False))
+    queries = np.ascontiguousarray(x[picked], dtype=np.float32)
+    truth = exact_top(queries, (x[lo : lo + 100_000] for lo in range(0, n, 100_000)), k)
+    faiss = faiss_module()
+    nprobe = min(NPROBE, nlist)
+    while True:
+        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        hits = sum(
+            len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)
+        )
+        recall = hits / (len(queries) * min(k, n))
+        if recall >= RECALL_TARGET or nprobe >= nlist:
+            return nprobe, recall
+        nprobe = min(2 * nprobe, nlist)
+
+
+def exact_top(queries: np.ndarray, batches: Iterable[Any], k: int) -> np.ndarray:
+    """Row numbers of the exact top ``k`` rows per query (inner product), best first, by one
+    pass over the rows in ``batches``."""
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_p = np.full((len(queries), k), -1, dtype=np.int64)
+    lo = 0
+    for batch in batches:
+        rows = np.asarray(batch, dtype=np.float32)
+        scores = queries @ rows.T
+        all_s = np.concatenate([best_s, scores], axis=1)
+        pos = np.broadcast_to(np.arange(lo, lo + len(rows)), scores.shape)
+        all_p = np.concatenate([best_p, pos], axis=1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(all_s, top, axis=1)
+        best_p = np.take_along_axis(all_p, top, axis=1)
+        lo += len(rows)
+    return best_p
 
 
 class SegmentVectors:
@@ -174,7 +232,7 @@ class SegmentVectors:
         faiss = faiss_module()
         nprobe = self.nprobe
         if allowed is not None and allowed_count < 0.1 * self.count:
-            nprobe = max(nprobe, FILTER_NPROBE)
+            nprobe = FILTER_NPROBE_FACTOR * nprobe
         sel = None if allowed is None else mask_selector(allowed)
         params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, int(self._ivf.nlist)))
         return search_one(self._ivf, q, k, params)

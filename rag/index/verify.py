@@ -16,7 +16,7 @@ from rag.index.manifest import DOCSTORE, MANIFEST, VECTORS, Manifest, SegmentInf
 from rag.index.reader import Store
 from rag.index.segment import IDS, ROWS, SEGMENTS, SegmentReader
 from rag.index.snapshots import current_snapshot
-from rag.index.vectors import faiss_module
+from rag.index.vectors import exact_top, faiss_module
 
 
 def verify(index_dir: str | Path) -> list[str]:
@@ -199,7 +199,7 @@ def measure_recall(
             n = seg.vectors.count
             picked = np.sort(rng.choice(n, min(queries, n), replace=False))
             qs = seg.vectors.rows(picked)
-            exact = _exact_top(seg, qs, k)
+            exact = exact_top(qs, seg.vectors.all_rows(), k)
             hits = 0
             for q, truth in zip(qs, exact, strict=True):
                 got = {p for p, _ in seg.vectors.search(q, k, None, n)}
@@ -215,23 +215,6 @@ def measure_recall(
                 )
             )
     return out
-
-
-def _exact_top(seg: SegmentReader, queries: np.ndarray, k: int) -> list[np.ndarray]:
-    """Exact top ``k`` row numbers per query, by one pass over the rows in batches."""
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_p = np.zeros((len(queries), k), dtype=np.int64)
-    lo = 0
-    for rows in seg.vectors.all_rows():
-        scores = queries @ rows.T
-        pos = np.arange(lo, lo + len(rows))
-        all_s = np.concatenate([best_s, scores], axis=1)
-        all_p = np.concatenate([best_p, np.broadcast_to(pos, scores.shape)], axis=1)
-        top = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
-        best_s = np.take_along_axis(all_s, top, axis=1)
-        best_p = np.take_along_axis(all_p, top, axis=1)
-        lo += len(rows)
-    return list(best_p)
 
 
 def _some(ids: Sequence[int], n: int = 5) -> str:

@@ -226,10 +226,11 @@ def test_large_segments_search_approximately_with_filters(tmp_path: Path, texts:
     (seg,) = m.segments
     assert seg.vectors.kind == "ivf_flat" and seg.vectors.nlist == int(4 * np.sqrt(4000))
     assert verify(index) == []
-    (r,) = measure_recall(index, queries=100)
-    # Random vectors are IVF's worst case (no clusters), and 4,000 rows give 16 per list: the
-    # recall of real embeddings at scale is measured by benchmarks/ann_choice.py (0.976 at 1M).
-    assert 0.85 <= r.recall <= 1.0 and r.queries == 100
+    # Random vectors are IVF's worst case (no clusters): nprobe 64 finds too little, so the
+    # build raises nprobe until its measured recall reaches the target, and records both.
+    assert seg.vectors.nprobe > 64 and (seg.vectors.recall_at_10 or 0) >= 0.95
+    (r,) = measure_recall(index, queries=100, seed=7)  # other questions than the build's
+    assert r.recall >= 0.93 and r.queries == 100 and r.nprobe == seg.vectors.nprobe
     with Store.open(index) as store:
         assert store.segments[0].vectors.approximate
         # Each stored vector finds itself; with a filter, only allowed chunks come back.
