@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -90,14 +91,21 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def package_versions() -> dict[str, str]:
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
     from importlib import metadata
 
     out = {}
-    for name in ("rag-toolkit", "faiss-cpu", "sentence-transformers", "transformers", "pypdf"):
+    for name in ("rag-toolkit", "faiss-cpu", "sentence-transformers", "transformers", "pypdf",
+                 "tantivy"):  # fmt: skip
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-    return out
+    return tuple(out.items())
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages that shape an index, read once per process."""
+    return dict(_versions())
 
 
 def read_manifest(snapshot: Path) -> Manifest:

@@ -92,7 +92,11 @@ class SegmentBuilder:
         self.dir = Path(tempfile.mkdtemp(prefix=TMP_SEGMENT, dir=root))
         self.dir.chmod(0o755)
         self.db = sqlite3.connect(self.dir / ROWS)
-        self.db.executescript(SEGMENT_SQL)
+        # No journal and no syncs while the segment is private: a crash discards the whole
+        # directory, and finish() fsyncs every file before anything names it.
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.executescript(f"BEGIN; {SEGMENT_SQL} COMMIT;")
         self._raw = open(self.dir / _RAW, "wb")  # noqa: SIM115 - closed by finish / discard
         self._ids: list[np.ndarray] = []
         self._dropped: set[int] = set()
