@@ -47,10 +47,19 @@ def open_segments(index_dir: Path, snapshot: Path, manifest: Manifest) -> list[S
 
 
 class _Allowed:
-    """What a filter allows in one segment: a row mask, its count, and its documents."""
+    """What a filter allows in one segment: a row mask and its count; for a source or kind
+    filter also, for the postings, the documents it allows or, when that is the shorter list,
+    those it rules out (tombstoned ones included)."""
 
-    def __init__(self, mask: np.ndarray | None, count: int, documents: list[int] | None) -> None:
-        self.mask, self.count, self.documents = mask, count, documents
+    def __init__(
+        self,
+        mask: np.ndarray | None,
+        count: int,
+        documents: list[int] | None = None,
+        excluded: list[int] | None = None,
+    ) -> None:
+        self.mask, self.count = mask, count
+        self.documents, self.excluded = documents, excluded
 
 
 class Store:
@@ -162,16 +171,16 @@ class Store:
         mask[seg.positions(ids)] = True
         if live is not None:
             mask &= live
-        docs = [
-            int(r[0])
-            for r in seg.db.execute(
-                "SELECT DISTINCT d.id FROM documents d JOIN chunks c ON c.doc_id = d.id WHERE "
-                + where,
-                args,
-            )
-            if int(r[0]) not in seg.deleted
-        ]
-        return _Allowed(mask, int(mask.sum()), docs)
+        if not (filters.source_glob or filters.kinds):
+            return _Allowed(mask, int(mask.sum()))
+        doc_where, doc_args = Filters(source_glob=filters.source_glob, kinds=filters.kinds).sql()
+        every = [int(r[0]) for r in seg.db.execute("SELECT id FROM documents")]
+        chosen = {int(r[0]) for r in seg.db.execute(
+            "SELECT d.id FROM documents d WHERE " + doc_where, doc_args
+        )} - seg.deleted  # fmt: skip
+        if 2 * len(chosen) <= len(every):
+            return _Allowed(mask, int(mask.sum()), documents=sorted(chosen))
+        return _Allowed(mask, int(mask.sum()), excluded=[d for d in every if d not in chosen])
 
     # -- lexical --
     def lexical_search(
@@ -197,8 +206,10 @@ class Store:
         parts: list[tuple[LexicalSegment, dict[str, Any]]] = []
         for i, seg in enumerate(self.segments):
             kwargs: dict[str, Any] = {"pages": pages}
-            if allowed is not None:
+            if allowed is not None and allowed[i].documents is not None:
                 kwargs["documents"] = allowed[i].documents
+            elif allowed is not None:
+                kwargs["deleted"] = allowed[i].excluded
             else:
                 kwargs["deleted"] = sorted(seg.deleted)
             parts.append((seg.lexical, kwargs))

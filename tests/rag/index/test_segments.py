@@ -261,3 +261,30 @@ def test_an_interrupted_write_leaves_no_segment(tmp_path: Path, texts: list[str]
     assert sorted(os.listdir(index / SEGMENTS)) == before
     with Store.open(index) as store:
         assert store.counts() == (1, 5)
+
+
+def test_lexical_filters_by_allowed_or_excluded_documents(tmp_path: Path, texts: list[str]) -> None:
+    """A source filter that allows few documents lists them; one that allows most lists the
+    others instead. Both must give exactly the filtered ranking, tombstones included."""
+    rng = np.random.default_rng(8)
+    index = tmp_path / "index"
+    with open_writer(index, _manifest()) as w:
+        for d in range(30):
+            name = f"/d/{'few' if d < 3 else 'many'}-{d}.pdf"
+            _add(w, name, texts[d * 10 : d * 10 + 10], _unit(rng, 10))
+        w.commit()
+    with open_writer(index, _manifest()) as w:
+        gone = w.find_source("/d/many-10.pdf")
+        assert gone is not None
+        w.delete_document(gone.id)
+        w.commit()
+    question = " ".join(texts[105].split()[:12]) + " " + " ".join(texts[15].split()[:12])
+    with Store.open(index) as store:
+        unfiltered = store.lexical_search(question, 300)
+        for glob, share in (("few-*", 3), ("many-*", 26)):
+            allowed = set(store.filter_ids(source_glob=glob))
+            assert len(allowed) == share * 10
+            kept = [h for h in unfiltered if h[0] in allowed][:10]
+            got = store.lexical_search(question, 10, Filters(source_glob=glob))
+            assert [i for i, _ in got] == [i for i, _ in kept]
+            assert not set(range(101, 111)) & {i for i, _ in got}
