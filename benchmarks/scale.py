@@ -8,18 +8,23 @@ For each size, both sides index the same chunks with the same vectors:
   fragments under 20 characters dropped, duplicates removed), grouped into documents of 5-20
   chunks; when a size needs more chunks than the corpus holds, the sentences are used again with a
   distinguishing suffix (`` [copy 2]``, ...), and the output says so;
-* vectors: seeded random unit vectors (384 dimensions, float32). Embedding time is not what this
-  measures, so no model runs on either side;
-* queries: the SciFact queries, each with a seeded query vector: the stored vector of a random
-  chunk plus noise (cosine about 0.89 to it).
+* vectors (``--vectors random``, the default): seeded random unit vectors (384 dimensions,
+  float32). Embedding time is not what this measures, so no model runs on either side. Queries:
+  the SciFact queries, each with the stored vector of a random chunk plus noise (cosine about
+  0.89 to it) as its vector;
+* vectors (``--vectors embedded``): the sentences' real embeddings (benchmarks/ann_data.py,
+  cached; copies past the corpus are noisy copies of them) and the SciFact queries' real
+  embeddings: approximate search has neighbours to find, where random vectors have none.
 
-Ours builds through the public writer (``open_writer`` / ``StoreWriter.add_document``), LangChain
-through ``FAISS.from_embeddings`` / ``add_embeddings`` and ``save_local``. Then, each in a fresh
-process: adding one 5-chunk document and persisting it (ours: ``open_writer`` + ``add_document``
-+ ``commit``; LangChain: ``load_local`` + ``add_embeddings`` + ``save_local``); and querying (open
-time, retrieval p50/p95, peak RSS of that process). Disk is measured after the add. Recall@10 of
-each side's dense results is computed against exact search (numpy, over every stored vector) on a
-sample of the queries. See benchmarks/README.md.
+Ours builds through the public writer (``open_writer`` / ``StoreWriter.add_document``, one
+``commit``: one segment), LangChain through ``FAISS.from_embeddings`` / ``add_embeddings`` and
+``save_local``. Then, each in a fresh process: adding ``--adds`` 5-chunk documents one at a time,
+each persisted before the next (ours: ``open_writer`` + ``add_document`` + ``commit`` with the
+default merge policy; LangChain: ``load_local`` + ``add_embeddings`` + ``save_local``), reported
+as the median; querying (open time, retrieval p50/p95, peak RSS of that process); and, for ours,
+``optimize`` (every segment merged into one) with ``verify --recall``. Disk is measured after the
+adds. Recall@10 of each side's dense results is computed against exact search (numpy, over every
+stored vector) on a sample of the queries. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 from scale_corpus import (
-    added_document,
+    added_documents,
     chunk_text,
     exact_top_k,
     load_queries,
@@ -55,6 +60,10 @@ KEYS = (
     "lexical_p50_ms", "lexical_p95_ms", "hybrid_p50_ms", "hybrid_p95_ms", "recall_at_10",
     "peak_rss_mb", "disk_mb",
 )  # fmt: skip
+# One snapshot of the schema 1-2 format (a flat FAISS file and SQLite with FTS5), MB, as issue
+# 10 measured it with this benchmark on the same chunks: half of "the two snapshots kept after a
+# write". The disk target is 1.3x this after `rag index optimize`.
+OLD_SNAPSHOT_MB = {10_000: 30.0, 100_000: 292.5, 1_000_000: 2_900.0}
 
 
 def run_worker(name: str, task: dict[str, Any], workdir: Path, verbose: bool) -> dict[str, Any]:
@@ -85,26 +94,48 @@ def recall(found: list[list[str]], exact: list[list[str]]) -> float:
     )
 
 
+def prepare_vectors(args: argparse.Namespace, workdir: Path, n: int, pool: list[str]) -> Any:
+    """Write the stored vectors of the largest size to vectors.npy; in embedded mode return the
+    sentences' own embeddings (the base of every copy), else None."""
+    if args.vectors == "random":
+        write_vectors(workdir / "vectors.npy", n, args.seed)
+        return None
+    import ann_data  # the real embeddings, embedded once by ann_choice.py and cached
+
+    base = ann_data.base_vectors(args.data, args.cache or workdir, len(pool))
+    np.save(workdir / "vectors.npy", ann_data.grown(base, n, args.seed))
+    return base
+
+
 def run_size(
-    n: int, args: argparse.Namespace, pool: list[str], workdir: Path
-) -> list[dict[str, Any]]:
+    n: int, args: argparse.Namespace, pool: list[str], workdir: Path, base: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of one size (one per side, the --json keys) and their details."""
     queries = load_queries(args.data, args.queries)
     vectors = np.load(workdir / "vectors.npy", mmap_mode="r")
-    added_texts, added = added_document(pool, args.seed)
+    adds = added_documents(pool, args.seed, args.adds, base)
+    added_texts = [texts for texts, _ in adds]
+    flat_texts = [t for texts in added_texts for t in texts]
+    added = np.concatenate([v for _, v in adds])
     np.save(workdir / "added.npy", added)
-    qvecs = query_vectors(vectors, n, len(queries), args.seed)
+    if base is None:
+        qvecs = query_vectors(vectors, n, len(queries), args.seed)
+    else:
+        import ann_data
+
+        qvecs = ann_data.query_vectors(args.data, args.cache or workdir)[: len(queries)]
     np.save(workdir / f"queries-{n}.npy", qvecs)
     sample = min(args.recall_queries, len(queries))
     rows = exact_top_k(vectors, n, added, qvecs[:sample], K)
-    exact = [[chunk_text(pool, r) if r < n else added_texts[r - n] for r in q] for q in rows]
+    exact = [[chunk_text(pool, r) if r < n else flat_texts[r - n] for r in q] for q in rows]
     if n > len(pool):
         print(
             f"  {n:,} chunks from {len(pool):,} distinct SciFact sentences: the corpus is used "
             f"{-(-n // len(pool))} times, copies carrying the suffix ' [copy i]'",
             file=sys.stderr,
         )
-    out = []
-    for side in ("ours", "langchain"):
+    out, details = [], []
+    for side in args.sides:
         index = workdir / f"{side}-{n}"
         task = {
             "data": str(args.data),
@@ -117,30 +148,51 @@ def run_size(
             "queries": queries,
             "recall_queries": sample,
             "query_vectors": str(workdir / f"queries-{n}.npy"),
+            "profile": str(workdir / f"add-{side}-{n}.prof") if args.profile_add else None,
         }
         print(f"  {side}: building {n:,} chunks ...", file=sys.stderr, flush=True)
         built = run_worker(f"build-{side}", task, workdir, args.verbose)
+        print(
+            f"  {side}: built in {built['build_seconds']:.1f} s; adding {args.adds} documents ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        added_run = run_worker(f"add-{side}", task, workdir, args.verbose)
         row: dict[str, Any] = dict.fromkeys(KEYS)
-        row.update(side=side, chunks=n, **run_worker(f"add-{side}", task, workdir, args.verbose))
+        row.update(side=side, chunks=n, add_one_seconds=float(np.median(added_run["add_seconds"])))
         row["disk_mb"] = disk_mb(index)
-        print(f"  {side}: built in {built['build_seconds']:.1f} s; querying ...", file=sys.stderr)
+        print(f"  {side}: querying ...", file=sys.stderr, flush=True)
         got = run_worker(f"query-{side}", task, workdir, args.verbose)
         row["recall_at_10"] = recall(got.pop("dense_texts"), exact)
+        memory = got.pop("memory")
         row.update(got)
+        detail = {"side": side, "chunks": n, "vectors": args.vectors, "built": built,
+                  "added": added_run, "memory_after_queries": memory, "optimized": None}  # fmt: skip
+        if side == "ours" and args.optimize:
+            print(f"  {side}: optimizing ...", file=sys.stderr, flush=True)
+            opt = run_worker(f"optimize-{side}", task, workdir, args.verbose)
+            opt["disk_mb"] = disk_mb(index)
+            opt["snapshot_mb"] = opt.pop("snapshot_bytes") / 2**20
+            detail["optimized"] = opt
         out.append(row)
+        details.append(detail)
         if not args.keep:
             shutil.rmtree(index)
-    return out
+    return out, details
 
 
-def render(rows: list[dict[str, Any]], nq: int, recall_n: int, distinct: int) -> str:
+def render(
+    rows: list[dict[str, Any]],
+    details: list[dict[str, Any]],
+    nq: int,
+    recall_n: int,
+    distinct: int,
+) -> str:
     lines = []
     fmt = {"add_one_seconds": "{:.3f}", "open_seconds": "{:.3f}", "recall_at_10": "{:.3f}"}
+    sides = list(dict.fromkeys(r["side"] for r in rows))
     for n in sorted({r["chunks"] for r in rows}):
-        ours, lc = (
-            next(r for r in rows if r["chunks"] == n and r["side"] == s)
-            for s in ("ours", "langchain")
-        )
+        by_side = {r["side"]: r for r in rows if r["chunks"] == n}
         lines += [
             f"\n{n:,} chunks ({nq} queries, k={K}; recall@10 on {recall_n} of them)"
             + (
@@ -148,14 +200,64 @@ def render(rows: list[dict[str, Any]], nq: int, recall_n: int, distinct: int) ->
                 if n > distinct
                 else ""
             ),
-            f"{'metric':<18}{'ours':>12}{'langchain':>12}{'ours/langchain':>16}",
+            f"{'metric':<18}"
+            + "".join(f"{s:>12}" for s in sides)
+            + (f"{'ours/langchain':>16}" if len(sides) == 2 else ""),
         ]
         for key in KEYS[2:]:
-            a, b = ours[key], lc[key]
-            cell = [("-" if v is None else fmt.get(key, "{:.1f}").format(v)) for v in (a, b)]
-            ratio = f"{a / b:.2f}" if a is not None and b else "-"
-            lines.append(f"{key:<18}{cell[0]:>12}{cell[1]:>12}{ratio:>16}")
+            values = [by_side[s][key] for s in sides]
+            cells = [("-" if v is None else fmt.get(key, "{:.1f}").format(v)) for v in values]
+            line = f"{key:<18}" + "".join(f"{c:>12}" for c in cells)
+            if len(sides) == 2:
+                a, b = values
+                line += f"{a / b:>16.2f}" if a is not None and b else f"{'-':>16}"
+            lines.append(line)
+        for d in (d for d in details if d["chunks"] == n):
+            lines += describe(d)
     return "\n".join(lines)
+
+
+def describe(d: dict[str, Any]) -> list[str]:
+    """The figures behind one side's row that the --json keys leave out."""
+    adds = ", ".join(f"{t:.3f}" for t in d["added"]["add_seconds"])
+    out = [f"{d['side']}: built in {d['built']['build_seconds']:.1f} s"]
+    if "vector_indexes" in d["built"]:
+        out[-1] += f" ({', '.join(describe_vectors(v) for v in d['built']['vector_indexes'])})"
+    out[-1] += f"; adds {adds} s"
+    if "segments" in d["added"]:
+        out[-1] += f"; {d['added']['segments']} segments after them"
+    mem = d.get("memory_after_queries") or {}
+    if mem:
+        out.append(
+            f"{d['side']}: after the queries RSS {mem.get('rss_anon_mb', 0):.0f} MB private + "
+            f"{mem.get('rss_file_mb', 0):.0f} MB of mapped files"
+        )
+    opt = d["optimized"]
+    if opt is not None:
+        old = OLD_SNAPSHOT_MB.get(d["chunks"])
+        ratio = f" = {opt['snapshot_mb'] / old:.2f}x the old format's {old:,.0f} MB" if old else ""
+        kinds = ", ".join(describe_vectors(v) for v in opt["vector_indexes"])
+        out.append(
+            f"{d['side']}: optimize {opt['optimize_seconds']:.1f} s -> {opt['segments']} "
+            f"segment(s) ({kinds}); committed snapshot {opt['snapshot_mb']:.1f} MB{ratio}; "
+            f"directory {opt['disk_mb']:.1f} MB (with the snapshot before the merge)"
+        )
+        for r in opt["verify_recall"]:
+            out.append(
+                f"{d['side']}: verify --recall {r['segment']} ({r['chunks']:,} chunks): "
+                f"recall@10 {r['recall']:.3f} on stored vectors as questions"
+            )
+    return out
+
+
+def describe_vectors(v: dict[str, Any]) -> str:
+    """A segment's vector index as the manifest records it."""
+    if v["kind"] != "ivf_flat":
+        return str(v["kind"])
+    measured = v.get("recall_at_10")  # chosen and measured when built (stored vectors)
+    return f"ivf_flat nlist {v['nlist']} nprobe {v['nprobe']}" + (
+        f", recall@10 {measured:.3f} when built" if measured is not None else ""
+    )
 
 
 def parse_size(text: str) -> int:
@@ -182,6 +284,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="where to build (default: a temp dir, removed)")
     p.add_argument("--keep", action="store_true", help="keep the indexes after measuring")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--vectors",
+        choices=("random", "embedded"),
+        default="random",
+        help="random unit vectors, or real SciFact embeddings (cached by ann_choice.py)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="--vectors embedded: the folder whose embeddings/ holds the cache (ann_choice.py's "
+        "--workdir; default --workdir); missing blocks are embedded (about 7 minutes)",
+    )
+    p.add_argument("--adds", type=int, default=5, help="5-chunk documents added, one per commit")
+    p.add_argument(
+        "--sides", nargs="+", choices=("ours", "langchain"), default=["ours", "langchain"]
+    )
+    p.add_argument(
+        "--no-optimize", dest="optimize", action="store_false", help="skip ours' optimize step"
+    )
+    p.add_argument("--details", type=Path, help="write every figure behind the rows to this file")
+    p.add_argument(
+        "--profile-add", action="store_true", help="cProfile the adds into WORKDIR/add-*.prof"
+    )
     p.add_argument("--verbose", action="store_true", help="show the workers' own output")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--task", type=Path, help=argparse.SUPPRESS)
@@ -203,15 +328,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-scale-")))
-        write_vectors(workdir / "vectors.npy", max(sizes), args.seed)
-        rows = []
+        base = prepare_vectors(args, workdir, max(sizes), pool)
+        rows: list[dict[str, Any]] = []
+        details: list[dict[str, Any]] = []
         for n in sizes:
             print(f"{n:,} chunks:", file=sys.stderr, flush=True)
-            rows += run_size(n, args, pool, workdir)
-            if args.json:  # after every size, so that a long run keeps what it measured
+            got, more = run_size(n, args, pool, workdir, base)
+            rows, details = rows + got, details + more
+            # After every size, so that a long run keeps what it measured.
+            if args.json:
                 args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+            if args.details:
+                args.details.write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
     nq = len(load_queries(args.data, args.queries))
-    print(render(rows, nq, min(args.recall_queries, nq), len(pool)))
+    print(render(rows, details, nq, min(args.recall_queries, nq), len(pool)))
     print(
         f"\n{os.cpu_count()} CPUs; load average {load[0]:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after. Times: ours / langchain below 1 is better."

@@ -14,6 +14,7 @@ import numpy as np
 
 DIM = 384
 NOISE = 0.5  # query = stored vector + 0.5 * random unit vector: cosine 1/sqrt(1.25) = 0.89
+COPY_NOISE = 0.4  # embedded vectors: as benchmarks/ann_data.py grows real embeddings (cosine 0.93)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s*(?=[A-Z(\[])")  # abstracts often lack the space: "x.A"
 
 
@@ -71,11 +72,20 @@ def write_vectors(path: Path, n: int, seed: int) -> None:
     del out
 
 
-def added_document(pool: Sequence[str], seed: int) -> tuple[list[str], np.ndarray]:
-    """The small document both sides add to the built index: 5 chunks and their vectors."""
+def added_documents(
+    pool: Sequence[str], seed: int, count: int, base: np.ndarray | None = None
+) -> list[tuple[list[str], np.ndarray]]:
+    """The small documents both sides add to the built index, one commit each: 5 chunks and
+    their vectors per document. Vectors are random unit vectors, or with ``base`` (one vector
+    per sentence of ``pool``) noisy copies of the chosen sentences' vectors, like the rest."""
     rng = np.random.default_rng(seed + 1)
-    texts = [f"{pool[int(i)]} [added]" for i in rng.choice(len(pool), 5, replace=False)]
-    return texts, unit(rng.standard_normal((5, DIM), dtype=np.float32))
+    out = []
+    for d in range(count):
+        picked = rng.choice(len(pool), 5, replace=False)
+        texts = [f"{pool[int(i)]} [added {d + 1}]" for i in picked]
+        noise = unit(rng.standard_normal((5, DIM), dtype=np.float32))
+        out.append((texts, noise if base is None else unit(base[picked] + COPY_NOISE * noise)))
+    return out
 
 
 def query_vectors(vectors: np.ndarray, n: int, count: int, seed: int) -> np.ndarray:

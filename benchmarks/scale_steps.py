@@ -1,6 +1,7 @@
-"""The steps of benchmarks/scale.py, each run in a fresh process by the driver: build, add one
-document, query; for ours (the public writer, ``RAG.open``/``retrieve``) and for LangChain's FAISS
-vector store. A step reads its task (a dict) and returns its figures (a dict).
+"""The steps of benchmarks/scale.py, each run in a fresh process by the driver: build, add small
+documents one commit at a time, query, optimize; for ours (the public writer,
+``RAG.open``/``retrieve``, ``optimize``) and for LangChain's FAISS vector store. A step reads its
+task (a dict) and returns its figures (a dict).
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ def rss_peak_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rss_now_mb() -> dict[str, float]:
+    """Resident memory now, private (RssAnon) and file-backed (RssFile: pages of memory-mapped
+    files, which the kernel can drop and processes that map the same file share), in MB."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0].lower().replace("rss", "rss_") + "_mb"] = (
+                    int(line.split()[1]) / 1024
+                )
+    return out
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:
@@ -74,6 +88,8 @@ def _add_ours(writer: Any, source: str, texts: Sequence[str], vectors: np.ndarra
 
 
 def build_ours(task: dict[str, Any]) -> dict[str, Any]:
+    """Every chunk in one commit: one segment (IVF from ANN_MIN_VECTORS chunks), as an index
+    built by one ingest of a large folder is."""
     from rag.index.writer import open_writer
 
     pool, n = load_sentences(Path(task["data"])), task["chunks"]
@@ -83,21 +99,87 @@ def build_ours(task: dict[str, Any]) -> dict[str, Any]:
         for source, row, count in documents(n, task["seed"]):
             texts = [chunk_text(pool, r) for r in range(row, row + count)]
             _add_ours(writer, source, texts, vectors[row : row + count])
-        writer.commit()
-    return {"build_seconds": time.perf_counter() - start}
+        snap = writer.commit(merge=False)
+    return {"build_seconds": time.perf_counter() - start, **_layout(snap)}
+
+
+def _layout(snapshot: Path) -> dict[str, Any]:
+    from rag.index.manifest import read_manifest
+
+    segs = read_manifest(snapshot).segments
+    return {
+        "segments": len(segs),
+        "segment_chunks": [s.chunks for s in segs],
+        "vector_indexes": [s.vectors.model_dump() for s in segs],
+    }
 
 
 def add_ours(task: dict[str, Any]) -> dict[str, Any]:
+    """Each added document in a commit of its own (the default merge policy included): open the
+    writer, add, commit, as ``rag ingest`` of one new file does."""
+    import cProfile
+
     import faiss  # noqa: F401  (imported before the clock starts, as a running service has it)
+    import tantivy  # noqa: F401
 
     from rag.index.writer import open_writer
 
-    texts, vectors = task["added_texts"], np.load(task["added"])
+    vectors = np.load(task["added"])
+    profile = cProfile.Profile() if task.get("profile") else None
+    times, snap = [], None
+    for d, texts in enumerate(task["added_texts"]):
+        rows = vectors[d * len(texts) : (d + 1) * len(texts)]
+        if profile is not None:
+            profile.enable()
+        start = time.perf_counter()
+        with open_writer(task["index"], _manifest()) as writer:
+            _add_ours(writer, f"scifact/added-{d + 1}.txt", texts, rows)
+            snap = writer.commit()
+        times.append(time.perf_counter() - start)
+        if profile is not None:
+            profile.disable()
+    if profile is not None:
+        profile.dump_stats(task["profile"])
+    assert snap is not None
+    return {"add_seconds": times, **_layout(snap)}
+
+
+def optimize_ours(task: dict[str, Any]) -> dict[str, Any]:
+    """``rag index optimize`` (every segment merged into one), then ``rag index verify --recall``:
+    the recall@10 of each approximate segment on stored vectors used as questions."""
+    from rag.index.snapshots import current_snapshot
+    from rag.index.verify import measure_recall
+    from rag.index.writer import optimize
+
     start = time.perf_counter()
-    with open_writer(task["index"], _manifest()) as writer:
-        _add_ours(writer, "scifact/added.txt", texts, vectors)
-        writer.commit()
-    return {"add_one_seconds": time.perf_counter() - start}
+    optimize(task["index"])
+    seconds = time.perf_counter() - start
+    snap = current_snapshot(Path(task["index"]))
+    layout = _layout(snap)
+    index_dir = Path(task["index"])
+    # The committed snapshot alone: the directory also keeps the one before the merge (and the
+    # segments only it lists) for readers that opened it.
+    files = [snap, *(index_dir / "segments" / s for s in _segment_names(snap))]
+    recall = measure_recall(index_dir, queries=200)
+    return {
+        "optimize_seconds": seconds,
+        "snapshot_bytes": sum(_allocated(p) for p in files),
+        "verify_recall": [{"segment": r.segment, "chunks": r.chunks, "recall": r.recall}
+                          for r in recall],
+        **layout,
+    }  # fmt: skip
+
+
+def _segment_names(snapshot: Path) -> list[str]:
+    from rag.index.manifest import read_manifest
+
+    return [s.name for s in read_manifest(snapshot).segments]
+
+
+def _allocated(path: Path) -> int:
+    """Allocated bytes of a file or directory tree, as du counts them."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_blocks * 512 for p in files)
 
 
 class PrecomputedEmbedder:
@@ -139,8 +221,9 @@ def query_ours(task: dict[str, Any]) -> dict[str, Any]:
         out[f"{mode}_p50_ms"], out[f"{mode}_p95_ms"] = percentiles(times)
         if mode == "dense":
             out["dense_texts"] = found
-    engine.close()
     out["peak_rss_mb"] = rss_peak_mb()
+    out["memory"] = rss_now_mb()
+    engine.close()
     return out
 
 
@@ -185,15 +268,22 @@ def build_langchain(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_langchain(task: dict[str, Any]) -> dict[str, Any]:
+    """Each added document persisted on its own: ``load_local``, ``add_embeddings``,
+    ``save_local`` (the persistence LangChain documents for this store)."""
     from langchain_community.vectorstores import FAISS
 
-    texts, vectors, emb = task["added_texts"], np.load(task["added"]).tolist(), _lc_embeddings()
-    metas = [{"source": "scifact/added.txt", "seq": s} for s in range(len(texts))]
-    start = time.perf_counter()
-    store = FAISS.load_local(task["index"], emb, allow_dangerous_deserialization=True)
-    store.add_embeddings(zip(texts, vectors, strict=True), metadatas=metas)
-    store.save_local(task["index"])
-    return {"add_one_seconds": time.perf_counter() - start}
+    vectors, emb = np.load(task["added"]), _lc_embeddings()
+    times = []
+    for d, texts in enumerate(task["added_texts"]):
+        rows = vectors[d * len(texts) : (d + 1) * len(texts)].tolist()
+        metas = [{"source": f"scifact/added-{d + 1}.txt", "seq": s} for s in range(len(texts))]
+        start = time.perf_counter()
+        store = FAISS.load_local(task["index"], emb, allow_dangerous_deserialization=True)
+        store.add_embeddings(zip(texts, rows, strict=True), metadatas=metas)
+        store.save_local(task["index"])
+        times.append(time.perf_counter() - start)
+        del store
+    return {"add_seconds": times}
 
 
 def query_langchain(task: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +305,7 @@ def query_langchain(task: dict[str, Any]) -> dict[str, Any]:
     out["dense_p50_ms"], out["dense_p95_ms"] = percentiles(times)
     out["dense_texts"] = found
     out["peak_rss_mb"] = rss_peak_mb()
+    out["memory"] = rss_now_mb()
     return out
 
 
@@ -222,6 +313,7 @@ WORKERS = {
     "build-ours": build_ours,
     "add-ours": add_ours,
     "query-ours": query_ours,
+    "optimize-ours": optimize_ours,
     "build-langchain": build_langchain,
     "add-langchain": add_langchain,
     "query-langchain": query_langchain,
