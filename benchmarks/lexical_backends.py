@@ -21,11 +21,12 @@ from typing import Any
 from scale_corpus import chunk_text, load_sentences
 from scale_steps import percentiles, rss_peak_mb
 
+from rag.index.lexical import analyzer as en_stem
 from rag.index.lexical import fts_query  # imported here: the queries' open time excludes it
 
 WARMUP = 3  # untimed queries: first page reads, lazy imports, allocator
 
-# FTS5 table options per storage: "full" is the index's own table (docstore.SCHEMA_SQL).
+# FTS5 table options per storage: "full" is the index's own table (the FTS5 table of schema 1-2 indexes).
 TABLES = {
     "full": "",
     "column": ", detail=column",
@@ -100,19 +101,6 @@ def _insert(db: sqlite3.Connection, batch: list[tuple[int, str, str | None]]) ->
     db.executemany("INSERT INTO chunks(id, text, heading) VALUES (?, ?, ?)", batch)
     # What the chunks_ai trigger does, one statement per batch instead of one per row.
     db.executemany("INSERT INTO chunks_fts(rowid, text, heading) VALUES (?, ?, ?)", batch)
-
-
-def _analyzer() -> Any:
-    import tantivy
-
-    # Tantivy's "en_stem" chain, rebuilt here so that query words are stemmed the same way.
-    return (
-        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-        .filter(tantivy.Filter.remove_long(40))
-        .filter(tantivy.Filter.lowercase())
-        .filter(tantivy.Filter.stemmer("english"))
-        .build()
-    )
 
 
 def build_tantivy(path: Path, task: dict[str, Any]) -> None:
@@ -195,7 +183,7 @@ def tantivy_searcher(path: Path, plan: str, two_fields: bool) -> Callable[[str, 
 
     index = tantivy.Index.open(str(path))
     index.reload()
-    searcher, schema, analyzer = index.searcher(), index.schema, _analyzer()
+    searcher, schema, analyzer = index.searcher(), index.schema, en_stem()
     fields = ("text", "heading") if two_fields else ("text",)
 
     def search(text: str, k: int) -> list[int]:

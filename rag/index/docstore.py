@@ -2,9 +2,8 @@
 share.
 
 Documents and chunks (text, source, page, character span) live in plain tables, one database per
-segment (``SEGMENT_SQL``). A snapshot of schema 1-2 holds one database for the whole index
-(``SCHEMA_SQL``), where ``chunks_fts`` is an FTS5 index over the chunk text and its heading
-(document title and section), kept in step by triggers.
+segment (``SEGMENT_SQL``). A snapshot of schema 1-2 holds one database for the whole index (read
+by :mod:`rag.index.legacy`).
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from typing import Any
 
 from rag.index.filters import source_glob_sql
 
-# Version 1 indexes lack chunks.heading; their full-text index is rebuilt on the next write.
+# Version 1 stores lack chunks.heading: the conversion to a segment computes it (no heading: NULL,
+# as the writer of version 2 stored it).
 MIGRATE_1_TO_2 = """
 ALTER TABLE chunks ADD COLUMN heading TEXT;
 UPDATE chunks SET heading = (
-    SELECT TRIM(COALESCE(d.title, '') || ' ' || COALESCE(chunks.section, ''))
+    SELECT NULLIF(TRIM(COALESCE(d.title, '') || ' ' || COALESCE(chunks.section, '')), '')
     FROM documents d WHERE d.id = chunks.doc_id
 );
 DROP TRIGGER IF EXISTS chunks_ai;
@@ -30,48 +30,10 @@ DROP TABLE IF EXISTS chunks_fts;
 """
 
 
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS documents (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL UNIQUE,
-    sha256 TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    pages INTEGER NOT NULL,
-    title TEXT,
-    added_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS documents_sha256 ON documents(sha256);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY,
-    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    page INTEGER,
-    page_label TEXT,
-    section TEXT,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    tokens INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    heading TEXT
-);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, heading, content='chunks', content_rowid='id', tokenize='porter unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading);
-END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading)
-    VALUES ('delete', old.id, old.text, old.heading);
-END;
-"""
-
-
-# The rows of a segment (schema 3): the same tables, without the full-text index (tantivy's, in
-# the segment's lexical/ directory) and without meta (id counters live in the manifest).
+# The rows of a segment (schema 3). Schema 1-2 stores had these tables in one file for the whole
+# index, plus `meta` and the FTS5 table `chunks_fts` over text and heading kept by triggers; the
+# full-text index is now tantivy's (a segment's lexical/ directory) and id counters live in the
+# manifest.
 SEGMENT_SQL = """
 CREATE TABLE documents (
     id INTEGER PRIMARY KEY,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.index.docstore import MIGRATE_1_TO_2, SCHEMA_SQL
+from rag.index.docstore import MIGRATE_1_TO_2
 from rag.index.lexical import fts_query
 from rag.index.manifest import DOCSTORE, VECTORS, Manifest, SegmentInfo
 from rag.index.segment import ChunkRow, SegmentBuilder, SegmentReader
@@ -78,7 +78,6 @@ def convert(snapshot: Path, manifest: Manifest, builder: SegmentBuilder) -> None
         src.backup(mem)
         src.close()
         mem.executescript(MIGRATE_1_TO_2)
-        mem.executescript(SCHEMA_SQL)
         src = mem
     try:
         ids, rows = read_vectors(snapshot)

@@ -96,7 +96,8 @@ def write_lexical(path: Path, rows: Iterable[tuple[int, int, int | None, str, st
     writer.wait_merging_threads()
 
 
-def _analyzer() -> Any:
+def analyzer() -> Any:
+    """Tantivy's ``en_stem`` chain, which the index applies to the ``text`` field."""
     tantivy = _tantivy()
     # The "en_stem" chain the index uses, so that question words are stemmed the same way.
     return (
@@ -115,7 +116,7 @@ def query_terms(text: str) -> list[str]:
     """The indexed terms of a question's search words."""
     global _ANALYZER
     if _ANALYZER is None:
-        _ANALYZER = _analyzer()
+        _ANALYZER = analyzer()
     return list(dict.fromkeys(t for w in query_words(text) for t in _ANALYZER.analyze(w)))
 
 

@@ -457,3 +457,42 @@ def test_a_write_that_changes_nothing_leaves_it_as_it_is(legacy: Path) -> None:
     after = sorted(p.relative_to(legacy) for p in legacy.rglob("*"))
     assert [p for p in after if p not in before] in ([], [Path(".lock")])
     assert read_manifest(current_snapshot(legacy)).schema_version == 2
+
+
+def test_a_schema1_index_gains_its_headings_when_converted(
+    legacy: Path, old_vectors: dict[int, np.ndarray]
+) -> None:
+    """Schema 1 had no heading column and a one-column FTS5 table. Made from the fixture by
+    taking both away, it still opens, and its conversion computes each chunk's heading from its
+    document's title and its section, as schema 2 did."""
+    snap = current_snapshot(legacy)
+    db = sqlite3.connect(snap / "docstore.sqlite")
+    headings = dict(db.execute("SELECT id, heading FROM chunks").fetchall())
+    db.executescript(
+        """
+        DROP TRIGGER chunks_ai; DROP TRIGGER chunks_ad; DROP TABLE chunks_fts;
+        ALTER TABLE chunks DROP COLUMN heading;
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id',
+                                                   tokenize='porter unicode61');
+        INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
+        """
+    )
+    db.close()
+    manifest = json.loads((snap / "manifest.json").read_text(encoding="utf-8"))
+    (snap / "manifest.json").write_text(json.dumps(manifest | {"schema_version": 1}), "utf-8")
+    with Store.open(legacy) as store:
+        assert store.manifest.schema_version == 1
+        assert store.lexical_search("Llama", 3)
+    assert optimize_cli(legacy) == 0
+    m = read_manifest(current_snapshot(legacy))
+    assert m.schema_version == 3 and verify(legacy) == []
+    with Store.open(legacy) as store:
+        (seg,) = store.segments
+        converted = dict(seg.db.execute("SELECT id, heading FROM chunks").fetchall())
+        assert converted == headings
+        ids = sorted(old_vectors)
+        assert np.array_equal(store.vectors(ids), np.stack([old_vectors[i] for i in ids]))
+
+
+def optimize_cli(index: Path) -> int:
+    return main(["index", "optimize", "--index", str(index)])
