@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         description="Seconds one file may take to load and chunk; a slower file is skipped with a "
         "reason (checked between PDF pages).",
     )
+    ingest_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Worker processes that parse and chunk files during ingest while the ingesting "
+        "process embeds; a worker whose file outlives file_timeout is killed. 0: a thread of the "
+        "ingesting process, where a hanging parse is not stopped. None: the number of cores.",
+    )
 
     # --- retrieval ---
     top_k: int = Field(4, ge=1, le=100, description="Passages retrieved per question.")

@@ -22,6 +22,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     ing.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks")
     ing.add_argument("--batch-size", type=int, help="chunks per embedding batch")
     ing.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that parse and chunk files (default: the number of cores; 0: a thread, "
+        "which cannot stop a hanging parse)",
+    )
+    ing.add_argument(
         "--sync",
         action="store_true",
         help="also delete documents whose file under PATH is gone; moved files keep their chunks",
@@ -35,7 +42,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from ingest import FileProgress, ingest
 
-    settings = _settings(args)
+    settings = _settings(args, ingest_workers=args.workers)
     bar = None
     totals = {"pages": 0, "chunks": 0}
     started = time.monotonic()
