@@ -173,8 +173,8 @@ class SegmentBuilder:
         identity = len(order) == len(ids) and bool(np.all(order == np.arange(len(ids))))
         vectors = raw if identity else _Gathered(raw, order, self.dimension)
         use_ann = len(sorted_ids) >= ANN_MIN_VECTORS if ann is None else ann and len(sorted_ids) > 0
-        if use_ann:
-            built = write_ivf(self.dir / IVF_FILE, vectors)
+        built = write_ivf(self.dir / IVF_FILE, vectors) if use_ann else None
+        if built is not None:
             info = VectorIndex(
                 kind="ivf_flat", nlist=built.nlist, nprobe=built.nprobe, recall_at_10=built.recall
             )

@@ -3,12 +3,15 @@ search, and the vector files of a segment (exact or IVF)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def faiss_module() -> Any:
@@ -79,6 +82,7 @@ ANN_MIN_VECTORS = 100_000
 NPROBE = 64  # the first nprobe tried; write_ivf raises it until RECALL_TARGET is met
 RECALL_TARGET = 0.95  # recall@10 against exact search that an approximate segment must reach
 CALIBRATION_QUERIES = 200  # stored vectors used as questions to choose nprobe
+MAX_PROBED_SHARE = 0.25  # an IVF index that must probe more of its lists is not built
 FILTER_NPROBE_FACTOR = 4  # 1% <= allowed share < 10%: 4 x nprobe (256 at 64: recall 0.968 at 1%)
 EXACT_BELOW = 0.01  # allowed share under which the allowed rows are scanned exactly
 
@@ -106,14 +110,15 @@ class IvfBuild:
     recall: float
 
 
-def write_ivf(path: Path, vectors: Any) -> IvfBuild:
+def write_ivf(path: Path, vectors: Any) -> IvfBuild | None:
     """Train and fill an IVFFlat index over ``vectors`` (ids = row numbers) and choose its nprobe.
 
     Rows are read in batches, so a memory-mapped input is never read into RAM whole. nprobe is
     not assumed: it is the smallest of NPROBE, 2 NPROBE, 4 NPROBE, ... whose recall@10 against
     exact search reaches RECALL_TARGET, measured with stored vectors as questions. Real
     embeddings cluster and stop at 64 (0.976 at 1M, benchmarks/ann_choice.py); vectors without
-    structure need many more lists, and get them instead of a silent loss of recall.
+    structure need many more lists, and get them instead of a silent loss of recall. None (and
+    no file) when that is over MAX_PROBED_SHARE of the lists: the caller scans exactly.
     """
     faiss = faiss_module()
     x = vectors
@@ -129,6 +134,15 @@ def write_ivf(path: Path, vectors: Any) -> IvfBuild:
         index.add(np.ascontiguousarray(x[lo : lo + 100_000], dtype=np.float32))
     index.make_direct_map(True)
     nprobe, recall = _calibrate(index, x, nlist)
+    if nprobe > max(NPROBE, nlist * MAX_PROBED_SHARE):
+        # Vectors without clusters (random ones): the lists that reach the target hold most of
+        # the rows, and probing them costs more than the exact scan it approximates.
+        log.warning(
+            "These %d vectors have no cluster structure: an IVF index would need %d of %d lists "
+            "for recall@10 %.2f; they are searched exactly instead.",
+            n, nprobe, nlist, RECALL_TARGET,
+        )  # fmt: skip
+        return None
     faiss.write_index(index, str(path))
     return IvfBuild(nlist=nlist, nprobe=nprobe, recall=recall)
 
