@@ -459,27 +459,33 @@ class ThreadSource:
 
 class TokenCounter:
     """Counts tokens as a Hugging Face fast tokenizer does when called with
-    ``add_special_tokens=False`` (no truncation, no padding), with its Rust backend alone."""
+    ``add_special_tokens=False`` (no truncation, no padding), with a copy of its Rust backend: it
+    pickles as the tokenizer's JSON and shares no state with the tokenizer it was made from."""
 
     def __init__(self, hf_tokenizer: Any) -> None:
         self._json = hf_tokenizer.backend_tokenizer.to_str()
         self._split_special = bool(getattr(hf_tokenizer, "split_special_tokens", False))
-        self._backend: Any = None
+        self._build()
+
+    def _build(self) -> None:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(self._json)
+        backend.no_truncation()
+        backend.no_padding()
+        backend.encode_special_tokens = self._split_special
+        self._backend = backend
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_json": self._json, "_split_special": self._split_special, "_backend": None}
+        return {"_json": self._json, "_split_special": self._split_special}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._build()
 
     def __call__(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        if self._backend is None:
-            from tokenizers import Tokenizer
-
-            backend = Tokenizer.from_str(self._json)
-            backend.no_truncation()
-            backend.no_padding()
-            backend.encode_special_tokens = self._split_special
-            self._backend = backend
         encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
