@@ -80,7 +80,8 @@ class Settings(BaseSettings):
         120.0,
         gt=0,
         description="Seconds one file may take to load and chunk; a slower file is skipped with a "
-        "reason (checked between PDF pages).",
+        "reason (checked between PDF pages; a worker process still parsing just after the limit "
+        "is killed).",
     )
     ingest_workers: int | None = Field(
         None,

@@ -67,13 +67,14 @@ class RAG:
         """Open an index for querying. Raises IndexNotFound or IndexMismatch with what to do."""
         settings = settings or Settings.load()
         store = Store.open(index_dir)
-        wanted = embedder.name if embedder else Embedder(settings.embedder).name
         try:
-            check_compatible(store.manifest, embedder=wanted, index_dir=Path(index_dir))
+            # Built from every embedding setting (quantization included); loads no model yet.
+            embedder = embedder or Embedder.from_settings(settings)
+            check_compatible(store.manifest, embedder=embedder.name, index_dir=Path(index_dir))
         except Exception:
             store.close()
             raise
-        return cls(store, settings, embedder or Embedder.from_settings(settings))
+        return cls(store, settings, embedder)
 
     def close(self) -> None:
         self.store.close()

@@ -225,7 +225,11 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        ids = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        tokenizer = self.model.tokenizer  # loaded outside the lock, which embed() holds
+        # Under the lock: a transformers tokenizer resets its backend's padding on every call, so
+        # a count beside embed() could strip the padding of the batch being encoded.
+        with self._lock:
+            ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(x) for x in ids]
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -126,12 +126,15 @@ def test_rag_ingest_int8_end_to_end_and_float_queries_are_refused(
     with pytest.raises(IndexMismatch, match="#int8") as refused:
         check_compatible(store.manifest, embedder=embedder.name, index_dir=index)
     assert f"--embedder {DEFAULT_EMBEDDER}#int8" in str(refused.value)
+    # Settings with int8 (here from RAG_EMBED_QUANTIZE) open it and query with int8 vectors.
+    with RAG.open(index, Settings.model_validate({})) as rag:
+        assert rag.embedder.name == f"{DEFAULT_EMBEDDER}#int8"
+    monkeypatch.delenv("RAG_EMBED_QUANTIZE")
     float_settings = Settings.model_validate({})
     with pytest.raises(IndexMismatch, match="#int8"):
         RAG.open(index, float_settings)
     with pytest.raises(IndexMismatch, match="#int8"):
         RAG.open(index, float_settings, embedder=embedder)
-    monkeypatch.delenv("RAG_EMBED_QUANTIZE")
     code = main(["info", "--index", str(index), "--json"])
     assert code == 0 and json.loads(capsys.readouterr()[0])["embedder"].endswith("#int8")
 
