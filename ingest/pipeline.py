@@ -12,21 +12,18 @@ index as it was.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import signal
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ingest.chunking import Chunk, Chunker, ChunkLimits, Counter
-from ingest.loaders import LoadedFile, LoadError, discover, load, load_text_document, timeout_reason
-from ingest.plan import Limits, by_sha, find_vanished, plan_sync, read_candidate, source_of
+from ingest.chunking import Chunk, ChunkLimits
+from ingest.loaders import discover
+from ingest.parsing import Work, parse_source, triage_file
+from ingest.plan import Limits, by_sha, find_vanished, plan_sync, source_of
 from ingest.report import (
     FileProgress,
     IngestReport,
@@ -35,7 +32,8 @@ from ingest.report import (
     TextDocument,
     nothing_message,
 )
-from ingest.workers import Job, Lost, ParsePool, ThreadSource, portable_counter, warm_up
+from ingest.vector_cache import VectorCache, embed_missing, text_key
+from ingest.workers import Job, warm_up
 from rag.config import Settings
 from rag.errors import NothingIngested
 from rag.index.crashpoints import reach
@@ -54,24 +52,8 @@ _FLUSH_CHUNKS = 256
 
 _MIN_FLUSH = 32
 
-# Parsed files held for the embedder beyond the one it waits for (the queue between the two).
-_WINDOW = 8
-
 # Vectors kept for embedding identical chunk texts once: the most recent texts, this many bytes.
 _DEDUP_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class _Work:
-    source: str
-    sha256: str
-    size: int
-    loaded: LoadedFile | None
-    chunks: list[Chunk]
-    status: str
-    reason: str | None = None
-    old: DocumentRecord | None = None  # the vanished document a renamed file was
-    pages_without_text: int = 0  # of a PDF skipped as a scan
 
 
 def ingest(
@@ -189,11 +171,11 @@ def _ingest(
         vanished = find_vanished(writer.documents(), scope) if scope is not None else []
         renames = by_sha(vanished)
         renamed_ids: set[int] = set()
-        cache = _VectorCache(_DEDUP_BYTES // (4 * embedder.dimension + 200))
-        pending: list[_Work] = []
+        cache = VectorCache(_DEDUP_BYTES // (4 * embedder.dimension + 200))
+        pending: list[Work] = []
         done = 0
 
-        def notify(item: _Work, chunks: int) -> None:
+        def notify(item: Work, chunks: int) -> None:
             nonlocal done
             done += 1
             if progress is not None:
@@ -202,7 +184,7 @@ def _ingest(
 
         def flush() -> None:
             # One embedding call for many files: full batches, sorted by length across files.
-            vectors = _embed_missing(
+            vectors = embed_missing(
                 embedder,
                 [c.text for w in pending for c in w.chunks],
                 cache,
@@ -215,10 +197,10 @@ def _ingest(
                 notify(w, len(w.chunks))
             pending.clear()
 
-        def triage(candidate: Path | TextDocument) -> _Work | Job:
-            return _triage(candidate, known, renames, limits)
+        def triage(candidate: Path | TextDocument) -> Work | Job:
+            return triage_file(candidate, known, renames, limits)
 
-        with _parse_source(
+        with parse_source(
             candidates, triage, tokenizer, embedder, chunk_limits, limits, workers
         ) as parsed:
             for item in parsed:
@@ -260,214 +242,15 @@ def _ingest(
     return report
 
 
-def _parse_source(
-    candidates: Sequence[Path | TextDocument],
-    triage: Callable[[Path | TextDocument], _Work | Job],
-    tokenizer: Tokenizer,
-    embedder: Embedder,
-    chunk_limits: ChunkLimits,
-    limits: Limits,
-    workers: int,
-) -> ThreadSource | _LostAsSkipped:
-    """The parsed candidates, in order: from ``workers`` processes, or from a thread of this
-    process when ``workers`` is 0 or a tokenizer cannot be sent to a process."""
-    # Counters of their own, also for a thread: the embedder's Hugging Face tokenizer resets its
-    # padding at each call, so counting with it while it encodes a batch (padded) on the main
-    # thread could strip that batch's padding.
-    count_llm = portable_counter(tokenizer)
-    count_embed = portable_counter(embedder.model.tokenizer)
-    portable = count_llm is not None and count_embed is not None
-    if count_llm is None or count_embed is None:
-        count_llm, count_embed = tokenizer.count_many, embedder.count_tokens
-    setup = _ParserSetup(chunk_limits, count_llm, count_embed, limits)
-    if workers and portable:
-        pool = ParsePool(
-            candidates,
-            triage,
-            setup,
-            processes=workers,
-            timeout=limits.timeout + _kill_grace(limits.timeout),
-            window=_WINDOW,
-        )
-        return _LostAsSkipped(pool, limits)
-    if workers:
-        log.warning("The tokenizer cannot be sent to worker processes; parsing in a thread")
-    return ThreadSource(candidates, triage, setup, window=_WINDOW)
-
-
-def _kill_grace(timeout: float) -> float:
-    """How long past ``file_timeout`` a worker may run before it is killed. A parser checks the
-    limit itself between pages and stops with the page named; the kill is for a page that never
-    ends, and must not catch a small file on a busy machine when the limit is tiny."""
-    return max(1.0, 0.05 * timeout)
-
-
-class _LostAsSkipped:
-    """A pool's results, where a file whose worker was killed or died is skipped with why."""
-
-    def __init__(self, pool: ParsePool, limits: Limits) -> None:
-        self.pool = pool
-        self.limits = limits
-
-    def __iter__(self) -> Iterator[_Work]:
-        for result in self.pool:
-            if isinstance(result, Lost):
-                yield _Work(source_of(result.task), "", 0, None, [], "skipped", self._why(result))
-            else:
-                yield result
-
-    def _why(self, lost: Lost) -> str:
-        if lost.timed_out:
-            return f"{timeout_reason(self.limits.timeout)}; its parser process was killed"
-        code = lost.exitcode
-        if code is not None and code < 0:
-            try:
-                return f"the parser crashed ({signal.Signals(-code).name})"
-            except ValueError:
-                pass
-        return f"the parser crashed (exit code {code})"
-
-    def ready(self) -> bool:
-        return self.pool.ready()
-
-    def __enter__(self) -> _LostAsSkipped:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.close()
-
-
-def _triage(
-    candidate: Path | TextDocument,
-    known: dict[str, DocumentRecord],
-    renames: dict[str, list[DocumentRecord]],
-    limits: Limits,
-) -> _Work | Job:
-    """Read and hash one candidate (in this process, in the order of the candidates): what needs
-    no parsing is decided here, the rest is a job for a parser."""
-    source = source_of(candidate)
-    data, reason = read_candidate(candidate, limits)
-    if data is None:
-        return _Work(source, "", 0, None, [], "skipped", reason)
-    sha = hashlib.sha256(data).hexdigest()
-    rec = known.get(source)
-    if rec is not None and rec.sha256 == sha:
-        return _Work(source, sha, len(data), None, [], "unchanged")
-    if rec is None and renames.get(sha):
-        return _Work(source, sha, len(data), None, [], "renamed", old=renames[sha].pop(0))
-    return Job(candidate)
-
-
-@dataclass(frozen=True)
-class _ParserSetup:
-    """What a parser needs, sent to each worker process: it builds the chunker there."""
-
-    chunk_limits: ChunkLimits
-    count_llm: Counter
-    count_embed: Counter
-    limits: Limits
-
-    def __call__(self) -> _Parser:
-        return _Parser(Chunker(self.chunk_limits, self.count_llm, self.count_embed), self.limits)
-
-
-@dataclass
-class _Parser:
-    chunker: Chunker
-    limits: Limits
-
-    def __call__(self, candidate: Path | TextDocument) -> _Work:
-        """Load and chunk one candidate. The file is read again here, in the worker, rather than
-        sent; its hash is that of the bytes parsed."""
-        limits = self.limits
-        source = source_of(candidate)
-        started = time.monotonic()
-        data, reason = read_candidate(candidate, limits)
-        if data is None:
-            return _Work(source, "", 0, None, [], "skipped", reason)
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            if isinstance(candidate, TextDocument):
-                loaded = load_text_document(candidate.source, candidate.text, candidate.title)
-            else:
-                loaded = load(candidate, data, time_limit=limits.timeout)
-        except LoadError as exc:
-            work = _Work(source, sha, len(data), None, [], "skipped", str(exc))
-            work.pages_without_text = exc.pages_without_text
-            return work
-        chunks: list[Chunk] = []
-        for n, page in enumerate(loaded.pages):
-            # Checked between pages, for a parse in a thread; a worker is killed at the limit.
-            if n and time.monotonic() - started > limits.timeout:
-                reason = f"{timeout_reason(limits.timeout)} while chunking page {page.number or 1}"
-                return _Work(source, sha, len(data), None, [], "skipped", reason)
-            chunks.extend(self.chunker.split(page))
-        if not chunks:
-            return _Work(source, sha, len(data), None, [], "skipped", "no text to index")
-        return _Work(source, sha, len(data), loaded, chunks, "added")
-
-
-class _VectorCache:
-    """Vectors of the most recently embedded chunk texts, by digest: a duplicated file, or a page
-    repeated across files, is embedded once while its texts are among the last ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(capacity, 1)
-        self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
-
-    def get(self, key: bytes) -> np.ndarray | None:
-        v = self._vectors.get(key)
-        if v is not None:
-            self._vectors.move_to_end(key)
-        return v
-
-    def put(self, key: bytes, vector: np.ndarray) -> None:
-        self._vectors[key] = vector
-        self._vectors.move_to_end(key)
-        while len(self._vectors) > self.capacity:
-            self._vectors.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._vectors)
-
-
-def _embed_missing(
-    embedder: Embedder, texts: list[str], cache: _VectorCache, batch_size: int
-) -> dict[bytes, np.ndarray]:
-    """The vectors of ``texts`` by digest: from ``cache``, else embedded (each distinct text
-    once); the embedded ones go into ``cache``."""
-    found: dict[bytes, np.ndarray] = {}
-    todo: dict[bytes, str] = {}
-    for t in texts:
-        k = _text_key(t)
-        if k in found or k in todo:
-            continue
-        v = cache.get(k)
-        if v is None:
-            todo[k] = t
-        else:
-            found[k] = v
-    if todo:
-        vectors = embedder.embed(list(todo.values()), batch_size=batch_size)
-        for k, v in zip(todo, vectors, strict=True):
-            found[k] = v
-            cache.put(k, v)
-    return found
-
-
-def _text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
 def _commit_file(
-    w: _Work,
+    w: Work,
     writer: StoreWriter,
     known: dict[str, DocumentRecord],
     vectors_of: dict[bytes, np.ndarray],
     report: IngestReport,
 ) -> None:
     assert w.loaded is not None
-    vectors = np.stack([vectors_of[_text_key(c.text)] for c in w.chunks])
+    vectors = np.stack([vectors_of[text_key(c.text)] for c in w.chunks])
     old = known.get(w.source)
     if old is not None:
         report.chunks_removed += writer.delete_document(old.id)

@@ -24,20 +24,19 @@ import multiprocessing.connection
 import os
 import pickle
 import queue
-import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.worker_process import Worker, without_main
+
 log = logging.getLogger(__name__)
 
 # What a worker process imports before it is forked: everything a job needs.
-_PRELOAD = ["ingest.workers", "ingest.pipeline", "pypdf", "tokenizers"]
+_PRELOAD = ["ingest.workers", "ingest.parsing", "ingest.token_counters", "pypdf", "tokenizers"]
 _context_lock = threading.Lock()
-_start_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def warm_up() -> None:
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        with _without_main():
+        with without_main():
             forkserver.ensure_running()
 
 
@@ -123,7 +122,7 @@ class ParsePool:
         self._fatal: BaseException | None = None
         self._closing = False
         self._queue: list[tuple[int, Any]] = []  # jobs triaged, not yet sent to a worker
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self.started = 0  # worker processes started, replacements included
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -193,7 +192,7 @@ class ParsePool:
     def _finished(self) -> bool:
         return self._triaged == len(self._items) and not self._queue and not self._busy()
 
-    def _busy(self) -> list[_Worker]:
+    def _busy(self) -> list[Worker]:
         return [w for w in self._workers if w.index is not None]
 
     def _put(self, index: int, failed: bool, result: Any) -> None:
@@ -233,7 +232,7 @@ class ParsePool:
     def _start_workers(self) -> None:
         idle = sum(1 for w in self._workers if w.index is None)
         while len(self._queue) > idle and len(self._workers) < self._processes:
-            self._workers.append(_Worker(self._ctx, self._setup))
+            self._workers.append(Worker(self._ctx, self._setup))
             self.started += 1
             idle += 1
 
@@ -261,7 +260,7 @@ class ParsePool:
             if w.deadline <= now and not w.conn.poll():
                 self._lose(w, timed_out=True)
 
-    def _receive(self, w: _Worker) -> bool:
+    def _receive(self, w: Worker) -> bool:
         """Handle one message of ``w``; False when its pipe has none left."""
         try:
             if not w.conn.poll():
@@ -281,7 +280,7 @@ class ParsePool:
             self._put(index, kind == "error", result)
         return True
 
-    def _lose(self, w: _Worker, *, timed_out: bool) -> None:
+    def _lose(self, w: Worker, *, timed_out: bool) -> None:
         index, task = w.index, w.task
         exitcode = w.stop()
         self._workers.remove(w)
@@ -291,118 +290,6 @@ class ParsePool:
             raise RuntimeError(
                 f"an ingest worker process exited while starting (exit code {exitcode})"
             )
-
-
-@contextlib.contextmanager
-def _without_main() -> Iterator[None]:
-    """Start processes that do not import this program's ``__main__`` module.
-
-    multiprocessing re-imports the main module in each spawned or fork-server child, so that
-    objects defined there can be unpickled. A worker needs none of them, and a script that calls
-    ingest() without an ``if __name__ == "__main__":`` guard would run again in every worker.
-    """
-    from multiprocessing import spawn
-
-    with _start_lock:
-        original = spawn.get_preparation_data
-
-        def without_main(name: str) -> dict[str, Any]:
-            data: dict[str, Any] = original(name)
-            data.pop("init_main_from_name", None)
-            data.pop("init_main_from_path", None)
-            return data
-
-        spawn.get_preparation_data = without_main
-        try:
-            yield
-        finally:
-            spawn.get_preparation_data = original
-
-
-class _Worker:
-    """One worker process and this process's end of its pipe."""
-
-    def __init__(self, ctx: Any, setup: bytes) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_serve, args=(child, setup), name="rag-ingest-worker", daemon=True
-        )
-        with _without_main():
-            self.process.start()
-        child.close()
-        self.ready = False
-        self.closed = False  # its pipe broke: the process is gone or going
-        self.index: int | None = None
-        self.task: Any = None
-        self.deadline = 0.0
-
-    def send(self, index: int, task: Any, deadline: float) -> bool:
-        try:
-            self.conn.send((index, task))
-        except (BrokenPipeError, ConnectionResetError):
-            self.closed = True
-            return False
-        self.index, self.task, self.deadline = index, task, deadline
-        return True
-
-    def stop(self) -> int | None:
-        """Kill the process if it still runs, reap it; its exit code."""
-        if self.process.exitcode is None:
-            self.process.kill()
-        self.process.join()
-        exitcode = self.process.exitcode
-        self.conn.close()
-        self.process.close()
-        return exitcode
-
-
-def _serve(conn: Any, setup: bytes) -> None:
-    """A worker process: run the setup, then one job per message until the pipe closes."""
-    # Ctrl-C reaches the whole process group; the ingesting process handles it and kills us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # One worker per core already; a tokenizer's own thread pool would only oversubscribe them.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _exit_with_parent()
-    try:
-        handler = pickle.loads(setup)()
-    except BaseException as exc:
-        conn.send(("failed", _portable(exc)))
-        return
-    conn.send(("ready",))
-    while True:
-        try:
-            index, task = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            result = handler(task)
-            conn.send(("done", index, result))
-        except BaseException as exc:
-            conn.send(("error", index, _portable(exc)))
-
-
-def _exit_with_parent() -> None:
-    """Exit when the ingesting process is gone, also in the middle of a job: a watcher thread
-    waits on the parent's sentinel (a pipe that the kernel closes when the parent dies)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a RuntimeError that carries its traceback."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        text = "".join(traceback.format_exception(exc))
-        return RuntimeError(f"in an ingest worker: {text}")
 
 
 class ThreadSource:
@@ -455,55 +342,3 @@ class ThreadSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class TokenCounter:
-    """Counts tokens as a Hugging Face fast tokenizer does when called with
-    ``add_special_tokens=False`` (no truncation, no padding), with a copy of its Rust backend: it
-    pickles as the tokenizer's JSON and shares no state with the tokenizer it was made from."""
-
-    def __init__(self, hf_tokenizer: Any) -> None:
-        self._json = hf_tokenizer.backend_tokenizer.to_str()
-        self._split_special = bool(getattr(hf_tokenizer, "split_special_tokens", False))
-        self._build()
-
-    def _build(self) -> None:
-        from tokenizers import Tokenizer
-
-        backend = Tokenizer.from_str(self._json)
-        backend.no_truncation()
-        backend.no_padding()
-        backend.encode_special_tokens = self._split_special
-        self._backend = backend
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"_json": self._json, "_split_special": self._split_special}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._build()
-
-    def __call__(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
-
-
-def portable_counter(tokenizer: Any) -> Callable[[Sequence[str]], list[int]] | None:
-    """A picklable function that counts tokens as ``tokenizer`` does, or None.
-
-    ``tokenizer`` is a Hugging Face tokenizer, or an object with ``count_many`` (such as
-    :class:`rag.llm.tokens.HFTokenizer`, whose ``hf`` is its Hugging Face tokenizer).
-    """
-    hf = getattr(tokenizer, "hf", tokenizer)
-    if hasattr(hf, "backend_tokenizer"):
-        return TokenCounter(hf)
-    count = getattr(tokenizer, "count_many", None)
-    if count is None or type(tokenizer).__module__ == "__main__":
-        return None  # a worker does not import the main module (see _without_main)
-    try:
-        pickle.dumps(count)
-    except Exception:
-        return None
-    return count

@@ -29,7 +29,7 @@ from pypdf import PdfReader, PdfWriter
 from ingest import FileProgress, IngestReport, ingest
 from ingest.loaders import timeout_reason
 from ingest.loaders.pdf import _has_fonts
-from ingest.workers import TokenCounter, portable_counter
+from ingest.token_counters import TokenCounter, portable_counter
 from rag.config import Settings
 from rag.index.crashpoints import PAUSE_AT, PAUSE_FILE
 from rag.llm.tokens import SentencePieceTokenizer, Tokenizer
