@@ -47,6 +47,7 @@ class LegacySegment(SegmentReader):
         self.vectors = SegmentVectors(None, manifest.dimension, rows=rows)
         self.lexical = None  # type: ignore[assignment]
         self.deleted = frozenset()
+        self.deleted_sorted = []
         self._live = None
         self._live_lock = threading.Lock()
 

@@ -211,7 +211,7 @@ class Store:
             elif allowed is not None:
                 kwargs["deleted"] = allowed[i].excluded
             else:
-                kwargs["deleted"] = sorted(seg.deleted)
+                kwargs["deleted"] = seg.deleted_sorted
             parts.append((seg.lexical, kwargs))
         return search_segments(parts, text, k)
 

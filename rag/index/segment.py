@@ -22,7 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +216,7 @@ class SegmentBuilder:
 
 class _Gathered:
     """Rows of a memory-mapped array in another order, read in batches (an ndarray stand-in for
-    the vector writers: ``shape``, ``len``, slicing, ``np.ascontiguousarray``)."""
+    the vector writers, which use ``shape`` and indexing only)."""
 
     def __init__(self, raw: np.ndarray, order: np.ndarray, dimension: int) -> None:
         self._raw, self._order = raw, order
@@ -227,9 +227,6 @@ class _Gathered:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self._raw[self._order[key]])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self._raw[self._order], dtype=dtype)
 
 
 class SegmentReader:
@@ -247,6 +244,7 @@ class SegmentReader:
         self.vectors = SegmentVectors(self.dir, dimension, nprobe=info.vectors.nprobe or NPROBE)
         self.lexical = LexicalSegment(self.dir / LEXICAL_DIR)
         self.deleted = frozenset(info.deleted_documents)
+        self.deleted_sorted = sorted(self.deleted)  # for the postings' exclusion, per question
         self._live: np.ndarray | None = None
         self._live_lock = threading.Lock()
 
@@ -290,9 +288,17 @@ class SegmentReader:
         live = self.live
         return found if live is None else found & live[pos]
 
-    def documents(self, where: str | None = None, args: Sequence[Any] = ()) -> list[DocumentRecord]:
+    def documents(
+        self,
+        where: str | None = None,
+        args: Sequence[Any] = (),
+        *,
+        deleted: Collection[int] | None = None,
+    ) -> list[DocumentRecord]:
+        """The documents that match ``where``, but those ``deleted`` (default: the tombstones)."""
+        deleted = self.deleted if deleted is None else deleted
         found = list_documents(self.db, where, args)
-        return [d for d in found if d.id not in self.deleted] if self.deleted else found
+        return [d for d in found if d.id not in deleted] if deleted else found
 
     def chunk_rows(self, doc_id: int) -> tuple[list[ChunkRow], np.ndarray]:
         """A document's chunk rows, by id, and their vectors (for copying it to a new segment)."""

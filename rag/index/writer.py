@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.errors import IndexCorrupt, IndexNotFound
+from rag.errors import IndexCorrupt
 from rag.index.commits import (
     next_segment_name,
     publish_manifest,
@@ -76,20 +76,18 @@ class StoreWriter:
         reach("writer-opened")
 
     # -- reads --
-    def _live(self) -> Iterator[SegmentReader]:
+    def _live(self) -> Iterator[tuple[SegmentReader, frozenset[int]]]:
+        """Each segment with its deleted documents: its tombstones and this write's."""
         for seg in self._segments:
-            if seg.info.name not in self._deleted:
-                yield seg
-            else:
-                yield _with_deleted(seg, self._deleted[seg.info.name])
+            yield seg, seg.deleted | frozenset(self._deleted.get(seg.info.name, ()))
 
     def find_source(self, source: str) -> DocumentRecord | None:
         if self._builder is not None:
             found = self._builder.find_source(source)
             if found is not None:
                 return found
-        for seg in self._live():
-            docs = seg.documents("d.source = ?", [source])
+        for seg, deleted in self._live():
+            docs = seg.documents("d.source = ?", [source], deleted=deleted)
             if docs:
                 return docs[0]
         return None
@@ -107,7 +105,7 @@ class StoreWriter:
         return docs, chunks
 
     def documents(self) -> list[DocumentRecord]:
-        docs = [d for seg in self._live() for d in seg.documents()]
+        docs = [d for seg, deleted in self._live() for d in seg.documents(deleted=deleted)]
         if self._builder is not None:
             docs += self._builder_documents()
         return sorted(docs, key=lambda d: d.source)
@@ -116,7 +114,7 @@ class StoreWriter:
         """Documents whose source is, or matches the glob, one of ``patterns`` (see
         :func:`rag.index.docstore.match_patterns`), and the patterns that match nothing."""
         dbs: list[tuple[sqlite3.Connection, Collection[int]]] = [
-            (seg.db, seg.deleted) for seg in self._live()
+            (seg.db, deleted) for seg, deleted in self._live()
         ]
         if self._builder is not None:
             dbs.append((self._builder.db, ()))
@@ -208,8 +206,8 @@ class StoreWriter:
         return first
 
     def _holder(self, doc_id: int) -> SegmentReader:
-        for seg in self._live():
-            if seg.documents("d.id = ?", [doc_id]):
+        for seg, deleted in self._live():
+            if seg.documents("d.id = ?", [doc_id], deleted=deleted):
                 return seg
         raise KeyError(f"no document with id {doc_id}")
 
@@ -281,14 +279,6 @@ class StoreWriter:
         self.close()
 
 
-def _with_deleted(seg: SegmentReader, extra: set[int]) -> SegmentReader:
-    """A view of ``seg`` whose documents() also leaves out ``extra`` (this write's deletions)."""
-    view = object.__new__(type(seg))
-    view.__dict__.update(seg.__dict__)
-    view.deleted = seg.deleted | frozenset(extra)
-    return view
-
-
 @contextlib.contextmanager
 def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWriter]:
     """Lock ``index_dir`` for writing and yield a writer on its committed snapshot.
@@ -357,17 +347,12 @@ def optimize(index_dir: str | Path) -> tuple[Manifest, Manifest] | None:
     approximate vector index when its size calls for one; (before, after), or None when the
     index is already one such segment."""
     index_dir = Path(index_dir)
-    if not index_dir.is_dir():
-        raise IndexNotFound(
-            f"No index at {index_dir}. Build one with: rag ingest PATH --index {index_dir}"
-        )
+    current_snapshot(index_dir)  # no index (or none committed): IndexNotFound, saying what to do
     with lock(index_dir):
         committed = _committed_base(index_dir)
-        if committed is None:
-            raise IndexNotFound(
-                f"{index_dir} holds no index yet. Build one with: rag ingest PATH --index "
-                f"{index_dir}"
-            )
+        if committed is None:  # CURRENT removed meanwhile
+            current_snapshot(index_dir)
+            raise AssertionError("unreachable")
         base, before = committed
         if not before.segmented:
             # An index of schema 1-2 becomes one segment on its first write.
