@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ingest.chunking import Chunk, Chunker, ChunkLimits, Counter
 from ingest.loaders import LoadedFile, LoadError, load, load_text_document, timeout_reason
 from ingest.plan import Limits, read_candidate, source_of
@@ -28,6 +30,27 @@ log = logging.getLogger(__name__)
 WINDOW = 8
 
 
+@dataclass(frozen=True)
+class FileFacts:
+    """What the index and the report keep of a parsed file besides its chunks."""
+
+    kind: str
+    title: str | None
+    pages: int  # pages with text
+    pages_without_text: int
+    chars: int
+
+    @classmethod
+    def of(cls, loaded: LoadedFile) -> FileFacts:
+        return cls(
+            kind=loaded.kind,
+            title=loaded.title,
+            pages=len(loaded.pages),
+            pages_without_text=loaded.pages_without_text,
+            chars=loaded.chars,
+        )
+
+
 @dataclass
 class Work:
     """What became of one candidate: its chunks, or why it needs none."""
@@ -35,12 +58,13 @@ class Work:
     source: str
     sha256: str
     size: int
-    loaded: LoadedFile | None
+    facts: FileFacts | None
     chunks: list[Chunk]
     status: str
     reason: str | None = None
     old: DocumentRecord | None = None  # the vanished document a renamed file was
     pages_without_text: int = 0  # of a PDF skipped as a scan
+    vectors: np.ndarray | None = None  # the chunks' vectors, where they were embedded elsewhere
 
 
 def parse_source(
@@ -54,16 +78,8 @@ def parse_source(
 ) -> ThreadSource | LostAsSkipped:
     """The parsed candidates, in order: from ``workers`` processes, or from a thread of this
     process when ``workers`` is 0 or a tokenizer cannot be sent to a process."""
-    # Counters of their own, also for a thread: the embedder's Hugging Face tokenizer resets its
-    # padding at each call, so counting with it while it encodes a batch (padded) on the main
-    # thread could strip that batch's padding.
-    count_llm = portable_counter(tokenizer)
-    count_embed = portable_counter(embedder.model.tokenizer)
-    portable = count_llm is not None and count_embed is not None
-    if count_llm is None or count_embed is None:
-        count_llm, count_embed = tokenizer.count_many, embedder.count_tokens
-    setup = ParserSetup(chunk_limits, count_llm, count_embed, limits)
-    if workers and portable:
+    setup = ParserSetup.of(tokenizer, embedder, chunk_limits, limits)
+    if workers and setup.portable:
         pool = ParsePool(
             candidates,
             triage,
@@ -100,15 +116,7 @@ class LostAsSkipped:
                 yield result
 
     def _why(self, lost: Lost) -> str:
-        if lost.timed_out:
-            return f"{timeout_reason(self.limits.timeout)}; its parser process was killed"
-        code = lost.exitcode
-        if code is not None and code < 0:
-            try:
-                return f"the parser crashed ({signal.Signals(-code).name})"
-            except ValueError:
-                pass
-        return f"the parser crashed (exit code {code})"
+        return lost_reason(lost, self.limits)
 
     def ready(self) -> bool:
         return self.pool.ready()
@@ -118,6 +126,19 @@ class LostAsSkipped:
 
     def __exit__(self, *exc: object) -> None:
         self.pool.close()
+
+
+def lost_reason(lost: Lost, limits: Limits) -> str:
+    """Why a file whose parser process was killed at its time limit, or died, is skipped."""
+    if lost.timed_out:
+        return f"{timeout_reason(limits.timeout)}; its parser process was killed"
+    code = lost.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"the parser crashed ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"the parser crashed (exit code {code})"
 
 
 def triage_file(
@@ -149,6 +170,22 @@ class ParserSetup:
     count_llm: Counter
     count_embed: Counter
     limits: Limits
+    portable: bool = True  # the counters can be sent to another process
+
+    @classmethod
+    def of(
+        cls, tokenizer: Tokenizer, embedder: Embedder, chunk_limits: ChunkLimits, limits: Limits
+    ) -> ParserSetup:
+        """Counters of their own, also for a thread: the embedder's Hugging Face tokenizer resets
+        its padding at each call, so counting with it while it encodes a batch (padded) on the
+        main thread could strip that batch's padding."""
+        count_llm = portable_counter(tokenizer)
+        count_embed = portable_counter(embedder.model.tokenizer)
+        if count_llm is None or count_embed is None:
+            return cls(
+                chunk_limits, tokenizer.count_many, embedder.count_tokens, limits, portable=False
+            )
+        return cls(chunk_limits, count_llm, count_embed, limits)
 
     def __call__(self) -> Parser:
         return Parser(Chunker(self.chunk_limits, self.count_llm, self.count_embed), self.limits)
@@ -187,4 +224,4 @@ class Parser:
             chunks.extend(self.chunker.split(page))
         if not chunks:
             return Work(source, sha, len(data), None, [], "skipped", "no text to index")
-        return Work(source, sha, len(data), loaded, chunks, "added")
+        return Work(source, sha, len(data), FileFacts.of(loaded), chunks, "added")

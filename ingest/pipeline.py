@@ -22,8 +22,9 @@ import numpy as np
 
 from ingest.chunking import Chunk, ChunkLimits
 from ingest.loaders import discover
-from ingest.parsing import Work, parse_source, triage_file
+from ingest.parsing import LostAsSkipped, ParserSetup, Work, parse_source, triage_file
 from ingest.plan import Limits, by_sha, find_vanished, plan_sync, source_of
+from ingest.ray_source import RaySource, import_ray
 from ingest.report import (
     FileProgress,
     IngestReport,
@@ -33,7 +34,7 @@ from ingest.report import (
     nothing_message,
 )
 from ingest.vector_cache import VectorCache, embed_missing, text_key
-from ingest.workers import Job, warm_up
+from ingest.workers import Job, ThreadSource, warm_up
 from rag.config import Settings
 from rag.errors import NothingIngested
 from rag.index.crashpoints import reach
@@ -67,6 +68,7 @@ def ingest(
     sync: bool = False,
     dry_run: bool = False,
     workers: int | None = None,
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Ingest files and folders into ``index_dir``, creating it if needed.
 
@@ -81,6 +83,12 @@ def ingest(
 
     ``workers`` processes parse and chunk files (default: ``settings.ingest_workers``, or the
     number of cores); 0 parses in a thread of this process, where a hanging parse is not stopped.
+
+    With ``ray_address``, files are parsed, chunked and embedded on a Ray cluster
+    (:mod:`ingest.ray_source`) and written here as a local ingest writes them: "" joins the
+    cluster ``RAY_ADDRESS`` or a ``ray start`` on this machine names, or starts a local one; else
+    the address of a cluster. ``workers`` then bounds the parse tasks that run at once (default:
+    the cluster's CPUs). Needs the ``ray`` extra.
     """
     paths = list(paths)
     candidates: list[Path | TextDocument] = []
@@ -95,7 +103,16 @@ def ingest(
     if dry_run:
         return plan_sync(candidates, skipped, Path(index_dir), settings or Settings.load(), scope)
     return _ingest(
-        candidates, skipped, index_dir, settings, embedder, tokenizer, progress, scope, workers
+        candidates,
+        skipped,
+        index_dir,
+        settings,
+        embedder,
+        tokenizer,
+        progress,
+        scope,
+        workers,
+        ray_address,
     )
 
 
@@ -130,16 +147,20 @@ def _ingest(
     progress: ProgressCallback | None,
     scope: list[Path] | None = None,
     workers: int | None = None,
+    ray_address: str | None = None,
 ) -> IngestReport:
     settings = settings or Settings.load()
     started = time.perf_counter()
     index_dir = Path(index_dir)
+    if ray_address is not None:
+        import_ray()  # the install hint before any model loads
     if workers is None:
         workers = settings.ingest_workers
-    if workers is None:
+    if workers is None and ray_address is None:
         workers = os.cpu_count() or 1
-    workers = min(workers, len(candidates))
-    if workers:
+    if workers is not None:
+        workers = min(workers, len(candidates))
+    if workers and ray_address is None:
         warm_up()  # the fork server imports the parsers while the models load here
     # The tokenizer first: a served model without one is a settings error, found before the
     # embedder takes seconds to load. It is the one every backend's text_tokens() gives for these
@@ -179,11 +200,13 @@ def _ingest(
             nonlocal done
             done += 1
             if progress is not None:
-                pages = len(item.loaded.pages) if item.loaded else 0
+                pages = item.facts.pages if item.facts else 0
                 progress(FileProgress(done, total, item.source, item.status, pages, chunks))
 
         def flush() -> None:
             # One embedding call for many files: full batches, sorted by length across files.
+            if not pending:
+                return
             vectors = embed_missing(
                 embedder,
                 [c.text for w in pending for c in w.chunks],
@@ -200,9 +223,24 @@ def _ingest(
         def triage(candidate: Path | TextDocument) -> Work | Job:
             return triage_file(candidate, known, renames, limits)
 
-        with parse_source(
-            candidates, triage, tokenizer, embedder, chunk_limits, limits, workers
-        ) as parsed:
+        source: RaySource | ThreadSource | LostAsSkipped
+        if ray_address is not None:
+            source = RaySource(
+                candidates,
+                known,
+                renames,
+                settings,
+                ParserSetup.of(tokenizer, embedder, chunk_limits, limits),
+                limits,
+                embedder.name,
+                address=ray_address,
+                workers=workers,
+            )
+        else:
+            source = parse_source(
+                candidates, triage, tokenizer, embedder, chunk_limits, limits, workers or 0
+            )
+        with source as parsed:
             for item in parsed:
                 reach("ingest-file-loaded")
                 if item.status == "skipped":
@@ -220,6 +258,12 @@ def _ingest(
                     renamed_ids.add(item.old.id)
                     report.renamed += 1
                     notify(item, 0)
+                elif item.vectors is not None:  # embedded on the cluster
+                    if pending:
+                        flush()
+                    _commit_file(item, writer, known, {}, report)
+                    reach("ingest-file-stored")
+                    notify(item, len(item.chunks))
                 else:
                     pending.append(item)
                     waiting = sum(len(w.chunks) for w in pending)
@@ -249,8 +293,12 @@ def _commit_file(
     vectors_of: dict[bytes, np.ndarray],
     report: IngestReport,
 ) -> None:
-    assert w.loaded is not None
-    vectors = np.stack([vectors_of[text_key(c.text)] for c in w.chunks])
+    facts = w.facts
+    assert facts is not None
+    if w.vectors is not None:
+        vectors = w.vectors
+    else:
+        vectors = np.stack([vectors_of[text_key(c.text)] for c in w.chunks])
     old = known.get(w.source)
     if old is not None:
         report.chunks_removed += writer.delete_document(old.id)
@@ -260,17 +308,17 @@ def _commit_file(
     writer.add_document(
         source=w.source,
         sha256=w.sha256,
-        kind=w.loaded.kind,
+        kind=facts.kind,
         size=w.size,
-        pages=len(w.loaded.pages) + w.loaded.pages_without_text,
-        title=w.loaded.title,
+        pages=facts.pages + facts.pages_without_text,
+        title=facts.title,
         chunks=[_new_chunk(c) for c in w.chunks],
         vectors=vectors,
     )
     report.files_ingested += 1
-    report.pages += len(w.loaded.pages)
-    report.pages_without_text += w.loaded.pages_without_text
-    report.chars += w.loaded.chars
+    report.pages += facts.pages
+    report.pages_without_text += facts.pages_without_text
+    report.chars += facts.chars
     report.chunks_added += len(w.chunks)
 
 

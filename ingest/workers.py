@@ -62,7 +62,7 @@ Triage = Callable[[Any], Any]
 Setup = Callable[[], Callable[[Any], Any]]
 
 
-def _context() -> Any:
+def context() -> Any:
     """The fork-server context, preloaded with the parsing modules; spawn where there is none."""
     with _context_lock:
         if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -76,7 +76,7 @@ def _context() -> Any:
 def warm_up() -> None:
     """Start the fork server now (it imports the parsing modules in the background), so that the
     first worker of an ingest starts while this process still loads its models."""
-    ctx = _context()
+    ctx = context()
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
@@ -113,7 +113,7 @@ class ParsePool:
         self._processes = processes
         self._timeout = timeout
         self._window = max(window, processes)
-        self._ctx = _context()
+        self._ctx = context()
         self._cond = threading.Condition()
         self._results: dict[int, tuple[bool, Any]] = {}  # index -> (failed, result or exception)
         self._emitted = 0  # items handed to the consumer

@@ -29,6 +29,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "which cannot stop a hanging parse)",
     )
     ing.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="parse, chunk and embed on a Ray cluster: the one at ADDRESS, else the one "
+        "RAY_ADDRESS or a `ray start` on this machine names, else a new local one (needs "
+        "pip install 'rag-toolkit[ray]'); --workers then bounds the parse tasks",
+    )
+    ing.add_argument(
         "--sync",
         action="store_true",
         help="also delete documents whose file under PATH is gone; moved files keep their chunks",
@@ -74,6 +83,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             progress=progress,
             sync=args.sync,
             dry_run=args.dry_run,
+            ray_address=args.ray,
         )
     finally:
         if bar is not None:
