@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, model_validator
 
@@ -73,6 +73,25 @@ class Citation(BaseModel):
         return f"{name}, page {self.page}" if self.page is not None else name
 
 
+class Quote(BaseModel):
+    """A sentence an extractive answer quotes: ``text`` is exactly ``passage.text[start:end]``."""
+
+    n: int = Field(description="Number of the passage it is quoted from (its citation's n).")
+    text: str = Field(description="The sentence, verbatim.")
+    source: str = Field(description="Path of the source file.")
+    page: int | None = Field(None, description="1-based physical page (PDF), None for text files.")
+    start: int = Field(description="Character offset of the sentence in the passage text.")
+    end: int = Field(description="Character offset where the sentence ends in the passage text.")
+    doc_start: int = Field(
+        description="Character offset of the sentence in its page text (the file's text when it "
+        "has no pages): the passage's start plus start."
+    )
+    doc_end: int = Field(description="Character offset where the sentence ends in its page text.")
+    score: float = Field(
+        description="How well the sentence answers the question (extract mode's ranking score)."
+    )
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -99,6 +118,16 @@ class Answer(BaseModel):
     )
     model: str
     usage: Usage = Field(default_factory=Usage)
+    mode: Literal["generate", "extract"] = Field(
+        "generate",
+        description="What produced the answer: 'generate' (a language model wrote it from the "
+        "passages) or 'extract' (sentences of the passages quoted verbatim, no model call).",
+    )
+    quotes: list[Quote] = Field(
+        default_factory=list,
+        description="In extract mode, the quoted sentences, best first, each with its passage "
+        "and character spans; empty in generate mode and when abstaining.",
+    )
 
 
 class AnswerStream:

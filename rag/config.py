@@ -14,6 +14,10 @@ from rag.errors import ConfigError
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LLM = "embedded:smollm2-135m-instruct"
 CONFIG_FILE_NAMES = ("rag.toml",)
+# answer_mode "auto" without a served model; chosen by benchmarks/README.md "Answer modes".
+AUTO_ANSWER_MODE: Literal["generate", "extract"] = "generate"
+# Sentence-level abstention threshold of extract mode (benchmarks/calibrate_extract.py).
+EXTRACT_MIN_SCORE = 0.3
 
 
 class Settings(BaseSettings):
@@ -127,6 +131,23 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="MMR trade-off: 1 is pure relevance, 0 pure diversity."
     )
 
+    # --- answers ---
+    answer_mode: Literal["auto", "generate", "extract"] = Field(
+        "auto",
+        description="How answers are made: 'generate' (a language model writes the answer from "
+        "the passages, citing them), 'extract' (the one to three sentences of the passages that "
+        "best answer the question, quoted verbatim with their citations; no language model "
+        "call), or 'auto': 'generate' with a served model (llm_url), else AUTO_ANSWER_MODE.",
+    )
+    extract_min_score: float | None = Field(
+        EXTRACT_MIN_SCORE,
+        ge=-1.0,
+        le=2.0,
+        description="Extract mode abstains when no sentence of the passages scores at least this "
+        "(None: never; abstain_below still applies). Calibrated on COVID-QA "
+        "(benchmarks/calibrate_extract.py).",
+    )
+
     # --- LLM ---
     llm_url: str | None = Field(
         None,
@@ -204,6 +225,13 @@ class Settings(BaseSettings):
     @property
     def uses_server(self) -> bool:
         return self.llm_url is not None
+
+    @property
+    def resolved_answer_mode(self) -> Literal["generate", "extract"]:
+        """answer_mode with 'auto' decided: generate for a served model, else AUTO_ANSWER_MODE."""
+        if self.answer_mode != "auto":
+            return self.answer_mode
+        return "generate" if self.uses_server else AUTO_ANSWER_MODE
 
     @classmethod
     def settings_customise_sources(
