@@ -138,6 +138,17 @@ class AnswerStream:
         self._finish = finish
         self.answer: Answer | None = None
 
+    @classmethod
+    def at_once(cls, make: Callable[[], Answer]) -> AnswerStream:
+        """A stream of one piece, the whole answer, made when iteration starts."""
+        made: list[Answer] = []
+
+        def pieces() -> Iterator[str]:
+            made.append(make())
+            yield made[0].answer
+
+        return cls(pieces(), lambda: made[0])
+
     def __iter__(self) -> Iterator[str]:
         yield from self._pieces
         self.answer = self._finish()

@@ -3,9 +3,9 @@
 A follow-up such as "and how many layers does it have?" retrieves poorly on its own, so retrieval
 searches for a standalone version of it: rewritten by the model (prompts/condense.txt) when it is
 served, or joined with the previous question for the small embedded model, which rewrites
-unreliably. Instructions about how to answer ("answer in one sentence", "answer only in French")
-are kept apart from the history and placed in the system prompt of every later turn, so trimming
-old turns to fit the window never drops them.
+unreliably (and always in extract mode, which calls no model). Instructions about how to answer
+("answer in one sentence", "answer only in French") are kept apart from the history and placed in
+the system prompt of every later turn, so trimming old turns to fit the window never drops them.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Chat:
         """
         if is_instruction(message):
             self.instruct(message)
-            return self._acknowledge(message)
+            return self._acknowledge(message, overrides)
         answer = self.rag.ask(message, **self._kwargs(message, overrides))
         self.history.append((message, answer.answer))
         return answer
@@ -73,7 +73,7 @@ class Chat:
         """Like :meth:`send`, streaming; an instruction is acknowledged at once (an Answer)."""
         if is_instruction(message):
             self.instruct(message)
-            return self._acknowledge(message)
+            return self._acknowledge(message, overrides)
         stream = self.rag.stream(message, **self._kwargs(message, overrides))
         original = stream._finish
 
@@ -89,29 +89,51 @@ class Chat:
         """The prompt the next :meth:`send` of ``message`` would use (nothing is sent)."""
         return self.rag.prepare(message, **self._kwargs(message, overrides))
 
-    def standalone_question(self, message: str) -> str:
-        """What retrieval searches for: ``message`` made understandable without the history."""
+    def standalone_question(self, message: str, *, use_model: bool = True) -> str:
+        """What retrieval searches for: ``message`` made understandable without the history.
+
+        A served model rewrites it unless ``use_model`` is false (extract mode calls no model).
+        """
         if not self.history:
             return message
-        if self.rag.settings.uses_server:
+        if use_model and self.rag.settings.uses_server:
             return self._condense_with_model(message)
         previous = self.history[-1][0]
         return f"{previous} {message}"
 
     def _kwargs(self, message: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        extract = self._answer_mode(overrides) == "extract"
         return {
             "history": list(self.history),
             "instructions": list(self.instructions),
-            "query": self.standalone_question(message),
+            "query": self.standalone_question(message, use_model=not extract),
             **self.overrides,
             **overrides,
         }
 
-    def _acknowledge(self, message: str) -> Answer:
+    def _answer_mode(self, overrides: dict[str, Any]) -> str:
+        """The answer mode of the next turn: the chat's or this call's override, else the
+        settings' (resolved as RAG.ask resolves it)."""
+        mode = {**self.overrides, **overrides}.get("answer_mode")
+        settings = self.rag.settings
+        if mode is not None:
+            settings = settings.model_copy(update={"answer_mode": mode})
+        return settings.resolved_answer_mode
+
+    def _acknowledge(self, message: str, overrides: dict[str, Any]) -> Answer:
+        extract = self._answer_mode(overrides) == "extract"
+        text = f"Understood; I will follow this from now on: {message.strip()}"
+        if extract:
+            text = (
+                f"Noted: {message.strip()} Extractive answers quote the documents as they are, "
+                "so this applies to generated answers (answer_mode 'generate')."
+            )
         return Answer(
             question=message,
-            answer=f"Understood; I will follow this from now on: {message.strip()}",
-            model=self.rag.backend.model_name,
+            answer=text,
+            # No model is loaded in extract mode just to name it.
+            model="extract" if extract else self.rag.backend.model_name,
+            mode="extract" if extract else "generate",
         )
 
     def _condense_with_model(self, message: str) -> str:

@@ -38,6 +38,8 @@ CALL_OVERRIDES = frozenset(
         "abstain_below",
         "reranker",
         "rerank_candidates",
+        "answer_mode",
+        "extract_min_score",
     }
 )
 
@@ -123,12 +125,15 @@ class RAG:
         """Answer ``question`` from the index, citing passages.
 
         ``overrides`` change settings for this call only: temperature, top_p, max_tokens, seed,
-        top_k, repetition_penalty and the retrieval settings. ``history`` holds earlier
+        top_k, repetition_penalty, the retrieval settings, answer_mode ('extract' quotes the
+        sentences that answer, with no model call) and extract_min_score. ``history`` holds earlier
         (question, answer) turns of a conversation; ``instructions`` are standing instructions
         added to the system prompt; ``query`` is what retrieval searches for when it should differ
         from the question; ``filters`` restricts the passages.
         """
         settings = self._settings_for(overrides)
+        if settings.resolved_answer_mode == "extract":
+            return self._extract(question, settings, filters, query)
         parts = self._chain(settings, filters)
         inputs = _inputs(question, history, instructions, query)
         answer: Answer = parts.full.invoke(inputs)
@@ -144,10 +149,13 @@ class RAG:
         query: str | None = None,
         **overrides: Any,
     ) -> AnswerStream:
-        """Like :meth:`ask`, but yields the answer text as it is generated."""
+        """Like :meth:`ask`, but yields the answer text as it is generated (in extract mode, the
+        whole answer at once)."""
+        settings = self._settings_for(overrides)
+        if settings.resolved_answer_mode == "extract":
+            return AnswerStream.at_once(lambda: self._extract(question, settings, filters, query))
         from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-        settings = self._settings_for(overrides)
         parts = self._chain(settings, filters)
         state: dict[str, Any] = {}
 
@@ -193,6 +201,8 @@ class RAG:
 
         batch.check_concurrency(concurrency)
         settings = self._settings_for(overrides)
+        if settings.resolved_answer_mode == "extract":
+            return [self._extract_or_error(q, settings, filters) for q in questions]
         parts = self._chain(settings, filters)
         prepared = batch.prepare_many(parts, [_inputs(q, (), (), None) for q in questions])
         pending = batch.to_send(parts, prepared)
@@ -214,6 +224,10 @@ class RAG:
 
         batch.check_concurrency(concurrency)
         settings = self._settings_for(overrides)
+        if settings.resolved_answer_mode == "extract":
+            return await asyncio.to_thread(
+                lambda: [self._extract_or_error(q, settings, filters) for q in questions]
+            )
         parts = self._chain(settings, filters)
         inputs = [_inputs(q, (), (), None) for q in questions]
         prepared = await asyncio.to_thread(batch.prepare_many, parts, inputs)
@@ -249,6 +263,34 @@ class RAG:
         return Chat(self, instructions=instructions, overrides=overrides)
 
     # -- internals --
+    def _extract(
+        self, question: str, settings: Settings, filters: Any, query: str | None
+    ) -> Answer:
+        """An extractive answer: sentences of the retrieved passages, no language model."""
+        from rag.extract import extract_answer
+        from rag.retrieval.retriever import to_citation
+
+        docs = self._retriever(settings, filters).invoke(query or question)
+        return extract_answer(
+            question,
+            [to_citation(d, i) for i, d in enumerate(docs, start=1)],
+            self.embedder,
+            abstain_phrase=self._templates().abstain_phrase,
+            abstain_below=settings.abstain_below,
+            min_score=settings.extract_min_score,
+            model=f"extract:{self.embedder.name}",
+            query=query,
+        )
+
+    def _extract_or_error(
+        self, question: str, settings: Settings, filters: Any
+    ) -> Answer | Exception:
+        try:
+            return self._extract(question, settings, filters, None)
+        except Exception as exc:  # a failed question holds its error, as in generate mode
+            log.info("question %r failed: %s", question, exc)
+            return exc
+
     @property
     def backend(self) -> Any:
         if self._backend is None:

@@ -1,0 +1,232 @@
+"""Extractive answers: the sentences of the retrieved passages that best answer the question.
+
+No language model is called. Each sentence of the best passages (split by :mod:`rag.sentences`,
+with exact spans) is scored by a weighted sum of
+
+- ``cosine``: the index's own embedder, question against sentence (one batch per question);
+- ``lexical``: the share of the question's idf-weighted content words that the sentence holds
+  (idf over the candidate sentences, so words every passage shares count little);
+- ``passage``: the cosine similarity of the passage the sentence comes from (its retrieval
+  evidence, which also orders the passages);
+- ``context``: the best cosine of a neighbouring sentence of the same passage, since an answer
+  often follows the sentence that restates the question.
+
+The best sentence is quoted, with up to two more that score within ``margin`` of it. The answer
+abstains by the passage rule of generate mode (no passage reaches ``abstain_below``) and when the
+best sentence scores below ``min_score``. Weights, margin and threshold were tuned on one half of
+COVID-QA and reported on the other (benchmarks/calibrate_extract.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.answer import Answer, Citation, Quote
+from rag.sentences import Sentence, split_sentences
+
+# Sentences with fewer words are headings or fragments: context for neighbours, never quoted.
+MIN_WORDS = 4
+MAX_SENTENCES = 3
+
+STOPWORDS = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers him his how i if in into is it its itself me more most
+    my no nor not of off on once only or other our out over own same she should so some such
+    than that the their them then there these they this those through to too under until up
+    very was we were what when where which while who whom why will with would you your
+    """.split()  # noqa: SIM905  (a word list reads better as words)
+)
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each signal counts in a sentence's score."""
+
+    cosine: float = 0.55
+    lexical: float = 0.3
+    passage: float = 0.1
+    context: float = 0.05
+
+
+DEFAULT_WEIGHTS = Weights()
+# Further sentences are quoted when they score within this of the best one.
+MARGIN = 0.03
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sentence of one retrieved passage and its signals."""
+
+    passage: Citation
+    sentence: Sentence
+    cosine: float
+    lexical: float
+    context: float
+
+    def score(self, w: Weights = DEFAULT_WEIGHTS) -> float:
+        passage = self.passage.similarity if self.passage.similarity is not None else 0.0
+        return (
+            w.cosine * self.cosine
+            + w.lexical * self.lexical
+            + w.passage * passage
+            + w.context * self.context
+        )
+
+
+def candidates(question: str, passages: Sequence[Citation], embedder: Any) -> list[Candidate]:
+    """Every quotable sentence of ``passages`` with its signals; sentences that overlapping
+    chunks share are kept once, under the better-ranked passage."""
+    found: list[tuple[Citation, list[Sentence]]] = []
+    seen: set[tuple[str, int | None, int]] = set()
+    for p in passages:
+        kept = []
+        for s in split_sentences(p.text):
+            key = (p.source, p.page, p.start + s.start)
+            if s.words >= MIN_WORDS and key not in seen:
+                seen.add(key)
+                kept.append(s)
+        if kept:
+            found.append((p, kept))
+    texts = [s.text for _, sents in found for s in sents]
+    if not texts:
+        return []
+    vectors = np.asarray(embedder.embed([question, *texts]), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    cosines = (vectors[1:] @ vectors[0]) / np.clip(norms[1:] * norms[0], 1e-12, None)
+    lexical = _lexical_scores(question, texts)
+    out: list[Candidate] = []
+    i = 0
+    for p, sents in found:
+        span = cosines[i : i + len(sents)]
+        for j, s in enumerate(sents):
+            neighbours = [float(span[k]) for k in (j - 1, j + 1) if 0 <= k < len(sents)]
+            out.append(
+                Candidate(
+                    passage=p,
+                    sentence=s,
+                    cosine=float(span[j]),
+                    lexical=lexical[i + j],
+                    context=max(neighbours, default=0.0),
+                )
+            )
+        i += len(sents)
+    return out
+
+
+def choose(
+    found: Sequence[Candidate],
+    *,
+    weights: Weights = DEFAULT_WEIGHTS,
+    margin: float = MARGIN,
+    max_sentences: int = MAX_SENTENCES,
+) -> list[tuple[Candidate, float]]:
+    """The best sentence and up to ``max_sentences - 1`` more within ``margin`` of it, best first."""
+    ranked = sorted(((c, c.score(weights)) for c in found), key=lambda x: -x[1])
+    chosen: list[tuple[Candidate, float]] = []
+    texts: set[str] = set()
+    for c, score in ranked:
+        if len(chosen) == max_sentences or (chosen and score < chosen[0][1] - margin):
+            break
+        normalised = " ".join(c.sentence.text.split())
+        if normalised not in texts:
+            texts.add(normalised)
+            chosen.append((c, score))
+    return chosen
+
+
+def weak_passages(passages: Sequence[Citation], abstain_below: float | None) -> bool:
+    """Generate mode's rule: no passage, or none whose cosine reaches ``abstain_below``."""
+    if not passages:
+        return True
+    if abstain_below is None:
+        return False
+    known = [p.similarity for p in passages if p.similarity is not None]
+    return bool(known) and max(known) < abstain_below
+
+
+def extract_answer(
+    question: str,
+    passages: Sequence[Citation],
+    embedder: Any,
+    *,
+    abstain_phrase: str,
+    abstain_below: float | None,
+    min_score: float | None,
+    model: str,
+    query: str | None = None,
+) -> Answer:
+    """An extractive :class:`Answer`: quoted sentences and their passages, or an abstention.
+
+    ``query`` (default: the question) is what sentences are compared with, such as a follow-up
+    question made standalone.
+    """
+    chosen: list[tuple[Candidate, float]] = []
+    if not weak_passages(passages, abstain_below):
+        chosen = choose(candidates(query or question, passages, embedder))
+        if chosen and min_score is not None and chosen[0][1] < min_score:
+            chosen = []
+    quotes = [_quote(c, score) for c, score in chosen]
+    cited: dict[int, Citation] = {}
+    for c, _ in chosen:
+        cited.setdefault(c.passage.n, c.passage)
+    text = " ".join(f"{' '.join(q.text.split())} [{q.n}]" for q in quotes)
+    return Answer(
+        question=question,
+        answer=text or abstain_phrase,
+        citations=list(cited.values()),
+        passages=list(passages),
+        abstained=not quotes,
+        model=model,
+        mode="extract",
+        quotes=quotes,
+    )
+
+
+def _quote(c: Candidate, score: float) -> Quote:
+    p, s = c.passage, c.sentence
+    return Quote(
+        n=p.n,
+        text=s.text,
+        source=p.source,
+        page=p.page,
+        start=s.start,
+        end=s.end,
+        doc_start=p.start + s.start,
+        doc_end=p.start + s.end,
+        score=round(score, 4),
+    )
+
+
+def _terms(text: str) -> set[str]:
+    """Content words, lower-cased, with a plural 's' dropped so that 'vaccines' meets 'vaccine'."""
+    out = set()
+    for t in _TOKEN.findall(text.lower()):
+        if t in STOPWORDS:
+            continue
+        if len(t) > 3 and t.endswith("s") and not t.endswith("ss"):
+            t = t[:-1]
+        out.add(t)
+    return out
+
+
+def _lexical_scores(question: str, texts: Sequence[str]) -> list[float]:
+    """The idf-weighted share of the question's terms each text holds, 0 to 1."""
+    q = _terms(question)
+    if not q:
+        return [0.0] * len(texts)
+    sets = [_terms(t) for t in texts]
+    df = Counter(t for s in sets for t in s if t in q)
+    n = len(texts)
+    idf = {t: math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in q}
+    total = sum(idf.values())
+    return [sum(idf[t] for t in q & s) / total for s in sets]
