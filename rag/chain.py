@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.retrievers import BaseRetriever
@@ -25,7 +26,10 @@ from rag.retrieval.retriever import to_citation
 
 @dataclass(frozen=True)
 class ChainParts:
+    # Retrieve and pack; a question that will abstain is not packed (see build_chain).
     prepare: Runnable[dict[str, Any], dict[str, Any]]
+    # Retrieve and pack always: the prompt that would be sent (RAG.prepare shows it).
+    prompt: Runnable[dict[str, Any], dict[str, Any]]
     parse: Runnable[dict[str, Any], Answer]
     full: Runnable[dict[str, Any], Answer]
     # The one "abstain without asking the model" decision for a prepared input, bound to the
@@ -73,9 +77,20 @@ def build_chain(
             model=backend.model_name,
         )
 
-    prepare: Runnable[dict[str, Any], dict[str, Any]] = RunnablePassthrough.assign(
+    def pack_unless_weak(inputs: dict[str, Any]) -> dict[str, Any]:
+        # Weak evidence among the retrieved passages is weak evidence among any packed subset of
+        # them, so the answer abstains whatever packing keeps. Not packing means that the model's
+        # tokenizer, context window (and transformers with torch) are never loaded for it.
+        if weak_passages(inputs["passages"], abstain_below):
+            passages = list(inputs["passages"])
+            unsent = PackedPrompt([], passages, history_turns=0, prompt_tokens=0, budget=0)
+            return {**inputs, "packed": unsent, "messages": []}
+        return do_pack(inputs)
+
+    retrieve = RunnablePassthrough.assign(
         passages=RunnableLambda(lambda x: x.get("query") or x["question"]) | retriever
-    ) | RunnableLambda(do_pack)
+    )
+    prepare: Runnable[dict[str, Any], dict[str, Any]] = retrieve | RunnableLambda(pack_unless_weak)
     parse: Runnable[dict[str, Any], Answer] = RunnableLambda(do_parse)
 
     def abstains(prepared: dict[str, Any]) -> bool:
@@ -86,6 +101,7 @@ def build_chain(
     )
     return ChainParts(
         prepare=prepare,
+        prompt=retrieve | RunnableLambda(do_pack),
         parse=parse,
         full=prepare | generate | parse,
         abstains=abstains,
@@ -96,11 +112,16 @@ def build_chain(
 
 def weak_evidence(packed: PackedPrompt, abstain_below: float | None) -> bool:
     """No passage, or none whose cosine similarity to the question reaches the threshold."""
-    if not packed.passages:
+    return weak_passages(packed.passages, abstain_below)
+
+
+def weak_passages(passages: Sequence[Document], abstain_below: float | None) -> bool:
+    """No passage, or none whose cosine similarity to the question reaches the threshold."""
+    if not passages:
         return True
     if abstain_below is None:
         return False
-    cosines = [d.metadata.get("similarity") for d in packed.passages]
+    cosines = [d.metadata.get("similarity") for d in passages]
     known = [c for c in cosines if c is not None and c == c]  # NaN when not computed
     return bool(known) and max(known) < abstain_below
 

@@ -250,7 +250,7 @@ class RAG:
         Nothing is sent to the model; use it to inspect or log prompts.
         """
         settings = self._settings_for(overrides)
-        prepared = self._chain(settings, filters).prepare.invoke(
+        prepared = self._chain(settings, filters).prompt.invoke(
             _inputs(question, history, instructions, query)
         )
         packed: PackedPrompt = prepared["packed"]
