@@ -175,7 +175,7 @@ def extract_answer(
         chosen = choose(candidates(query or question, passages, embedder))
         if chosen and min_score is not None and chosen[0][1] < min_score:
             chosen = []
-    quotes = [_quote(c, score) for c, score in chosen]
+    quotes = [to_quote(c, score) for c, score in chosen]
     cited: dict[int, Citation] = {}
     for c, _ in chosen:
         cited.setdefault(c.passage.n, c.passage)
@@ -192,7 +192,7 @@ def extract_answer(
     )
 
 
-def _quote(c: Candidate, score: float) -> Quote:
+def to_quote(c: Candidate, score: float) -> Quote:
     p, s = c.passage, c.sentence
     return Quote(
         n=p.n,

@@ -56,6 +56,11 @@ def llm_options(p: argparse.ArgumentParser, retrieval: bool = True) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("-k", "--top-k", type=int, help="passages to retrieve")
     g.add_argument("--context-window", type=int, help="override the model's context window")
+    if retrieval:
+        g.add_argument("--answer-mode", choices=("auto", "generate", "extract"),
+                       help="'extract' quotes the sentences that answer, with no model call; "
+                       "'generate' has the model write the answer; 'auto' (default): generate "
+                       "with --llm-url, else the measured default")  # fmt: skip
     r = p.add_argument_group("retrieval")
     if retrieval:
         r.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
@@ -99,6 +104,7 @@ def settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "mmr": getattr(args, "mmr", None),
         "hybrid_alpha": getattr(args, "hybrid_alpha", None),
         "fetch_k": getattr(args, "fetch_k", None),
+        "answer_mode": getattr(args, "answer_mode", None),  # `eval` has its own
         **extra,
     }
     # Flags that may switch a setting off: None means "not given" to Settings.load.

@@ -36,6 +36,18 @@ def print_sources(answer: Any) -> None:
         print(f"      {snippet}{'...' if len(c.text) > 160 else ''}")
 
 
+def print_quotes(answer: Any) -> None:
+    """An extractive answer: each quoted sentence, then where it stands (passage, file, page and
+    characters of the page text); an abstention prints its sentence."""
+    if not answer.quotes:
+        print(answer.answer)
+        return
+    for q in answer.quotes:
+        print(f'"{" ".join(q.text.split())}"')
+        where = f"{display_path(q.source)}{page_suffix(q.page)}"
+        print(f"    [{q.n}] {where}, characters {q.doc_start}-{q.doc_end}")
+
+
 def page_suffix(page: int | None) -> str:
     return f", page {page}" if page is not None else ""
 

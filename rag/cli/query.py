@@ -8,7 +8,7 @@ from typing import Any
 from rag.cli.options import filters as _filters
 from rag.cli.options import llm_options as _llm_options
 from rag.cli.options import settings as _settings
-from rag.cli.output import print_json, print_sources
+from rag.cli.output import print_json, print_quotes, print_sources
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -29,12 +29,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     filters = _filters(args)
     with RAG.open(settings.index_dir, settings) as rag:
-        if args.json or args.no_stream:
+        if args.json or args.no_stream or settings.resolved_answer_mode == "extract":
             answer = rag.ask(args.question, filters=filters)
             if args.json:
                 print_json(answer.model_dump())
                 return 0
-            print(answer.answer)
+            if answer.mode == "extract":
+                print_quotes(answer)
+            else:
+                print(answer.answer)
         else:
             stream = rag.stream(args.question, filters=filters)
             for piece in stream:
@@ -68,6 +71,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             if message == "/reset":
                 chat.reset()
                 print("(conversation and instructions forgotten)")
+                continue
+            if settings.resolved_answer_mode == "extract":
+                answer = chat.send(message, filters=filters)
+                print_quotes(answer)
+                if answer.passages:
+                    print_sources(answer)
                 continue
             result = chat.stream(message, filters=filters)
             if isinstance(result, Answer):

@@ -1,13 +1,22 @@
 """Answer evaluation on SQuAD-format data (contexts, questions, answers, unanswerable questions).
 
 Contexts are ingested as documents; every question is answered by the full chain (retrieval,
-packing, the configured LLM, citation parsing). Reported per retrieval mode:
+packing, then the configured LLM and citation parsing, or extraction). Reported per retrieval
+mode and answer mode (``generate`` or ``extract``):
 
 - ``hit@k``: the answer-bearing passage is among the k passages given to the model;
-- ``exact_match`` and ``f1``: SQuAD's answer metrics (normalised tokens), best over the gold answers;
-- ``citation_precision``: share of cited passages that contain a gold answer;
-- ``abstention_precision`` / ``abstention_recall``: on unanswerable questions (null when the data
-  set has none).
+- ``exact_match`` and ``f1``: SQuAD's answer metrics (normalised tokens), best over the gold
+  answers, counting abstentions on answerable questions as wrong;
+- ``sentence_accuracy``: the chosen sentence bears the answer: in extract mode the best quote's
+  span overlaps a gold answer span by at least half of the shorter; in generate mode the answer
+  holds at least half of a gold answer's tokens;
+- ``citation_precision``: share of citations that hold the answer: quoted spans (as above) in
+  extract mode, cited passages in generate mode; ``passage_citation_precision``: cited passages
+  in both modes;
+- ``abstention_precision`` / ``abstention_recall``: on the data's unanswerable questions (null
+  when it has none), and ``heldout_*`` / ``offtopic_*`` on those of :mod:`rag.eval.unanswerable`;
+  precision counts abstentions on answerable questions as false;
+- ``seconds_per_question``: wall time of ``RAG.ask`` per question asked.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import json
 import re
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +126,140 @@ def _contains_answer(passage: Any, q: Question) -> bool:
     return any(normalize_answer(a) and normalize_answer(a) in norm for a in q.answers)
 
 
+def _tokens_recalled(text: str, answer: str) -> float:
+    """Share of the gold answer's normalised tokens that ``text`` holds."""
+    gold = normalize_answer(answer).split()
+    if not gold:
+        return 0.0
+    common = collections.Counter(normalize_answer(text).split()) & collections.Counter(gold)
+    return sum(common.values()) / len(gold)
+
+
+def _bears_answer(text: str, q: Question) -> bool:
+    """The text holds at least half of a gold answer's tokens."""
+    return any(_tokens_recalled(text, a) >= 0.5 for a in q.answers)
+
+
+def quote_holds_answer(quote: Any, q: Question) -> bool:
+    """A quoted span and a gold answer span of the same document overlap by at least half of the
+    shorter of the two (an answer inside the sentence, or a sentence inside a longer answer);
+    or the quote holds a gold answer's text, wherever it comes from."""
+    if Path(quote.source).name == q.source or quote.source == q.source:
+        for start, end in q.spans:
+            shared = min(end, quote.doc_end) - max(start, quote.doc_start)
+            shorter = min(end - start, quote.doc_end - quote.doc_start)
+            if start >= 0 and shared > 0 and shared >= 0.5 * shorter:
+                return True
+    norm = normalize_answer(quote.text)
+    return any(normalize_answer(a) and normalize_answer(a) in norm for a in q.answers)
+
+
+@dataclass
+class _Tally:
+    """Counts of one evaluated (retrieval mode, answer mode)."""
+
+    answerable: int = 0
+    hits: float = 0.0
+    em: float = 0.0
+    f1: float = 0.0
+    sentence_ok: int = 0
+    cited: int = 0
+    cited_ok: int = 0
+    passages_cited: int = 0
+    passages_cited_ok: int = 0
+    abstained_answerable: int = 0
+    # Unanswerable questions by kind ("impossible": the data's own): [asked, abstained].
+    unanswerable: dict[str, list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+    asked: int = 0
+
+    def add_answerable(self, answer: Any, q: Question) -> None:
+        self.answerable += 1
+        self.hits += any(_contains_answer(p, q) for p in answer.passages)
+        self.abstained_answerable += answer.abstained
+        for c in answer.citations:
+            self.passages_cited += 1
+            self.passages_cited_ok += _contains_answer(c, q)
+        if answer.abstained:
+            return
+        self.em += max(normalize_answer(answer.answer) == normalize_answer(a) for a in q.answers)
+        self.f1 += max(f1_score(answer.answer, a) for a in q.answers)
+        if answer.mode == "extract":
+            # The chosen sentence (the best quote), and every quoted span as a citation.
+            self.sentence_ok += bool(answer.quotes) and quote_holds_answer(answer.quotes[0], q)
+            self.cited += len(answer.quotes)
+            self.cited_ok += sum(quote_holds_answer(x, q) for x in answer.quotes)
+        else:
+            self.sentence_ok += _bears_answer(answer.answer, q)
+
+    def add_unanswerable(self, answer: Any, kind: str) -> None:
+        counts = self.unanswerable.setdefault(kind, [0, 0])
+        counts[0] += 1
+        counts[1] += answer.abstained
+
+    def row(self, top_k: int, answer_mode: str) -> dict[str, Any]:
+        n = max(self.answerable, 1)
+        ok, total = (
+            (self.cited_ok, self.cited)
+            if answer_mode == "extract"
+            else (self.passages_cited_ok, self.passages_cited)
+        )
+        out: dict[str, Any] = {
+            "answer_mode": answer_mode,
+            f"hit@{top_k}": round(self.hits / n, 4),
+            "exact_match": round(self.em / n, 4),
+            "f1": round(self.f1 / n, 4),
+            "sentence_accuracy": round(self.sentence_ok / n, 4),
+            "citation_precision": _ratio(ok, total),
+            "passage_citation_precision": _ratio(self.passages_cited_ok, self.passages_cited),
+            "abstained_on_answerable": round(self.abstained_answerable / n, 4),
+        }
+        for kind in ("impossible", "heldout", "offtopic"):
+            asked, abstained = self.unanswerable.get(kind, (0, 0))
+            prefix = "abstention" if kind == "impossible" else f"{kind}_abstention"
+            out[f"{prefix}_precision"] = (
+                _ratio(abstained, abstained + self.abstained_answerable) if asked else None
+            )
+            out[f"{prefix}_recall"] = _ratio(abstained, asked)
+            if kind != "impossible":
+                out[f"{kind}_questions"] = asked
+        out["queries"] = self.asked
+        out["seconds_per_question"] = round(self.seconds / max(self.asked, 1), 3)
+        out["seconds"] = round(self.seconds, 1)
+        return out
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _spread(questions: list[Question], limit: int | None) -> list[Question]:
+    """A spread sample: every n-th question, so that many articles are covered."""
+    if not limit:
+        return questions
+    step = max(1, len(questions) // limit)
+    return questions[::step][:limit]
+
+
 def evaluate_squad(
     path: str | Path,
     settings: Settings,
     modes: tuple[str, ...] = ("hybrid",),
     limit: int | None = None,
     index_dir: Path | None = None,
+    answer_modes: tuple[str, ...] = ("generate",),
+    unanswerable: int = 0,
 ) -> dict[str, dict[str, Any]]:
+    """Answer quality per retrieval mode and answer mode (rows keyed ``mode``, or
+    ``mode/answer_mode`` when several answer modes are compared).
+
+    With ``unanswerable`` (a number of questions), also asks that many questions of held-out
+    documents of a copy of the index without them, and the off-topic questions (see
+    :mod:`rag.eval.unanswerable`), and reports abstention on each kind.
+    """
     from ingest import TextDocument
     from rag.engine import RAG
+    from rag.eval.unanswerable import OFF_TOPIC_QUESTIONS, heldout_index, holdout_sources
 
     contexts, questions = load_squad(path)
     # "paragraphs": indexes built before every paragraph became a document of its own are stale.
@@ -136,54 +270,44 @@ def evaluate_squad(
     cached_index(
         index, lambda: [TextDocument(source=s, text=t) for s, t in contexts.items()], settings
     )
+    asked = _spread(questions, limit)
+    extra: list[tuple[str, Path, list[str]]] = []
+    if unanswerable:
+        held = holdout_sources(list(contexts))
+        heldout = heldout_index(index, held)
+        held_set = set(held)
+        held_questions = _spread([q for q in questions if q.source in held_set], unanswerable)
+        extra.append(("heldout", heldout, [q.text for q in held_questions]))
+        extra.append(("offtopic", index, list(OFF_TOPIC_QUESTIONS)))
     index_seconds = time.perf_counter() - started
-    if limit:
-        # A spread sample: every n-th question, so that many articles are covered.
-        step = max(1, len(questions) // limit)
-        questions = questions[::step][:limit]
     results: dict[str, dict[str, Any]] = {}
-    with RAG.open(index, settings) as rag:
-        for mode in modes:
-            t0 = time.perf_counter()
-            hits = em = f1 = 0.0
-            cited = cited_ok = 0
-            abst_tp = abst_fp = abst_fn = 0
-            answerable = [q for q in questions if not q.impossible]
-            for q in questions:
-                answer = rag.ask(q.text, retrieval_mode=mode)
-                if q.impossible:
-                    abst_tp += answer.abstained
-                    abst_fn += not answer.abstained
-                    continue
-                abst_fp += answer.abstained
-                hits += any(_contains_answer(p, q) for p in answer.passages)
-                if not answer.abstained:
-                    em += max(
-                        normalize_answer(answer.answer) == normalize_answer(a) for a in q.answers
-                    )
-                    f1 += max(f1_score(answer.answer, a) for a in q.answers)
-                for c in answer.citations:
-                    cited += 1
-                    cited_ok += _contains_answer(c, q)
-            n = max(len(answerable), 1)
-            impossible = len(questions) - len(answerable)
-            results[mode] = {
-                f"hit@{settings.top_k}": round(hits / n, 4),
-                "exact_match": round(em / n, 4),
-                "f1": round(f1 / n, 4),
-                "citation_precision": round(cited_ok / cited, 4) if cited else None,
-                "abstention_precision": (
-                    round(abst_tp / (abst_tp + abst_fp), 4)
-                    if impossible and (abst_tp + abst_fp)
-                    else None
-                ),
-                "abstention_recall": round(abst_tp / impossible, 4) if impossible else None,
-                "abstained_on_answerable": round(abst_fp / n, 4),
-                "queries": len(questions),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+    for mode in modes:
+        for answer_mode in answer_modes:
+            tally = _Tally()
+            call: dict[str, Any] = {"retrieval_mode": mode, "answer_mode": answer_mode}
+            with RAG.open(index, settings) as rag:
+                for q in asked:
+                    t0 = time.perf_counter()
+                    answer = rag.ask(q.text, **call)
+                    tally.seconds += time.perf_counter() - t0
+                    tally.asked += 1
+                    if q.impossible:
+                        tally.add_unanswerable(answer, "impossible")
+                    else:
+                        tally.add_answerable(answer, q)
+            for kind, kind_index, texts in extra:
+                with RAG.open(kind_index, settings) as rag:
+                    for text in texts:
+                        t0 = time.perf_counter()
+                        answer = rag.ask(text, **call)
+                        tally.seconds += time.perf_counter() - t0
+                        tally.asked += 1
+                        tally.add_unanswerable(answer, kind)
+            key = mode if len(answer_modes) == 1 else f"{mode}/{answer_mode}"
+            results[key] = tally.row(settings.top_k, answer_mode)
     results["_run"] = {
         "index_seconds": round(index_seconds, 1),
         "model": settings.llm_model or "embedded",
+        "extract_min_score": settings.extract_min_score,
     }
     return results
