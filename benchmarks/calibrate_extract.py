@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ingest import TextDocument
 from rag import RAG, Settings
 from rag.eval.cache import cached_index, eval_index_dir
@@ -41,9 +43,11 @@ COVIDQA = REPO.parent / "shared" / "data" / "covidqa" / "200423_covidQA.json"
 
 WEIGHT_GRID = {
     "cosine": (0.4, 0.55, 0.7),
-    "lexical": (0.15, 0.3, 0.45),
+    "lexical": (0.0, 0.15, 0.3, 0.45),
     "passage": (0.0, 0.1, 0.2),
     "context": (0.0, 0.05, 0.1),
+    "numeric": (0.0, 0.05, 0.1, 0.2),
+    "length": (0.0, 0.05, 0.1),
 }
 MARGINS = (0.0, 0.02, 0.05)
 MAX_SENTENCES = (1, 2, 3)
@@ -110,6 +114,16 @@ def metrics(items: list[Item], w: Weights, margin: float, n: int, t: float | Non
     return out
 
 
+def _features(c: Candidate) -> list[float]:
+    passage = c.passage.similarity if c.passage.similarity is not None else 0.0
+    return [c.cosine, c.lexical, passage, c.context, c.numeric, c.length]
+
+
+def _text(chosen: list[Candidate]) -> str:
+    quotes = [to_quote(c, 0.0) for c in chosen]
+    return " ".join(f"{' '.join(x.text.split())} [{x.n}]" for x in quotes)
+
+
 def best_score(item: Item, w: Weights) -> float | None:
     if item.weak or not item.found:
         return None
@@ -168,16 +182,25 @@ def main() -> int:
     tune = [i for i in items if i.half == "tune"]
     report = [i for i in items if i.half == "report"]
     tune_answerable = [i for i in tune if i.kind == "answerable"]
-    best: tuple[float, Weights, float, int] | None = None
-    for values in itertools.product(*WEIGHT_GRID.values()):
-        w = Weights(**dict(zip(WEIGHT_GRID, values, strict=True)))
-        for n in MAX_SENTENCES:
-            for margin in MARGINS if n > 1 else (0.0,):
-                f1 = metrics(tune_answerable, w, margin, n, None)["f1"]
-                if best is None or f1 > best[0] + 1e-9:
-                    best = (f1, w, margin, n)
-    assert best is not None
-    _, w, margin, n = best
+    # Weights first, with one quoted sentence (the best of each question, scored in one matrix
+    # product per question); then the margin and number of sentences with those weights.
+    grid = np.array(list(itertools.product(*WEIGHT_GRID.values())), dtype=np.float64)
+    total = np.zeros(len(grid))
+    for item in tune_answerable:
+        if item.weak or not item.found:
+            continue
+        assert item.q is not None
+        features = np.array([_features(c) for c in item.found])
+        f1 = np.array([max(f1_score(_text([c]), a) for a in item.q.answers) for c in item.found])
+        total += f1[np.argmax(features @ grid.T, axis=0)]
+    w = Weights(**dict(zip(WEIGHT_GRID, grid[int(np.argmax(total))].tolist(), strict=True)))
+    best: tuple[float, float, int] = (-1.0, 0.0, 1)
+    for n in MAX_SENTENCES:
+        for margin in MARGINS if n > 1 else (0.0,):
+            f1_n = metrics(tune_answerable, w, margin, n, None)["f1"]
+            if f1_n > best[0] + 1e-9:
+                best = (f1_n, margin, n)
+    _, margin, n = best
     print(f"weights {w}, margin {margin}, sentences {n}: tune F1 {best[0]:.4f}")
 
     # Balanced accuracy of the sentence threshold: answerable vs held-out questions of the tune half.

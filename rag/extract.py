@@ -9,7 +9,13 @@ with exact spans) is scored by a weighted sum of
 - ``passage``: the cosine similarity of the passage the sentence comes from (its retrieval
   evidence, which also orders the passages);
 - ``context``: the best cosine of a neighbouring sentence of the same passage, since an answer
-  often follows the sentence that restates the question.
+  often follows the sentence that restates the question;
+- ``numeric``: 1 when the question asks for a quantity or a time ("how many", "when", "what
+  percentage") and the sentence holds a number, else 0;
+- ``length``: the sentence's words up to FULL_WORDS, over FULL_WORDS: a fragment ("Justices of
+  the Supreme Court.") can match the question closely and still answer nothing.
+
+A sentence that ends with a colon introduces what follows and is never quoted.
 
 The best sentence is quoted, with up to two more that score within ``margin`` of it. The answer
 abstains by the passage rule of generate mode (no passage reaches ``abstain_below``) and when the
@@ -33,6 +39,7 @@ from rag.sentences import Sentence, split_sentences
 
 # Sentences with fewer words are headings or fragments: context for neighbours, never quoted.
 MIN_WORDS = 4
+FULL_WORDS = 20
 MAX_SENTENCES = 3
 
 STOPWORDS = frozenset(
@@ -46,6 +53,13 @@ STOPWORDS = frozenset(
     """.split()  # noqa: SIM905  (a word list reads better as words)
 )
 _TOKEN = re.compile(r"[a-z0-9]+")
+_ASKS_NUMBER = re.compile(
+    r"\b(?:how (?:many|much|long|old|often|far|large|big|high|small|fast|soon|frequently)|"
+    r"when|what (?:year|percentage|proportion|fraction|number|age|date|time|rate|ratio|size|dose)|"
+    r"which year|at what (?:age|temperature|dose))\b",
+    re.IGNORECASE,
+)
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class Weights:
     lexical: float = 0.3
     passage: float = 0.1
     context: float = 0.05
+    numeric: float = 0.1
+    length: float = 0.0
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -72,6 +88,11 @@ class Candidate:
     cosine: float
     lexical: float
     context: float
+    numeric: float
+
+    @property
+    def length(self) -> float:
+        return min(self.sentence.words, FULL_WORDS) / FULL_WORDS
 
     def score(self, w: Weights = DEFAULT_WEIGHTS) -> float:
         passage = self.passage.similarity if self.passage.similarity is not None else 0.0
@@ -80,6 +101,8 @@ class Candidate:
             + w.lexical * self.lexical
             + w.passage * passage
             + w.context * self.context
+            + w.numeric * self.numeric
+            + w.length * self.length
         )
 
 
@@ -92,7 +115,7 @@ def candidates(question: str, passages: Sequence[Citation], embedder: Any) -> li
         kept = []
         for s in split_sentences(p.text):
             key = (p.source, p.page, p.start + s.start)
-            if s.words >= MIN_WORDS and key not in seen:
+            if _quotable(s) and key not in seen:
                 seen.add(key)
                 kept.append(s)
         if kept:
@@ -104,6 +127,7 @@ def candidates(question: str, passages: Sequence[Citation], embedder: Any) -> li
     norms = np.linalg.norm(vectors, axis=1)
     cosines = (vectors[1:] @ vectors[0]) / np.clip(norms[1:] * norms[0], 1e-12, None)
     lexical = _lexical_scores(question, texts)
+    asks_number = _ASKS_NUMBER.search(question) is not None
     out: list[Candidate] = []
     i = 0
     for p, sents in found:
@@ -117,6 +141,7 @@ def candidates(question: str, passages: Sequence[Citation], embedder: Any) -> li
                     cosine=float(span[j]),
                     lexical=lexical[i + j],
                     context=max(neighbours, default=0.0),
+                    numeric=float(asks_number and _DIGIT.search(s.text) is not None),
                 )
             )
         i += len(sents)
@@ -205,6 +230,10 @@ def to_quote(c: Candidate, score: float) -> Quote:
         doc_end=p.start + s.end,
         score=round(score, 4),
     )
+
+
+def _quotable(s: Sentence) -> bool:
+    return s.words >= MIN_WORDS and not s.text.endswith(":")
 
 
 def _terms(text: str) -> set[str]:

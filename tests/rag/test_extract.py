@@ -1,0 +1,179 @@
+"""Extract mode on a real small index: verbatim quotes, their spans, citations, abstention, and
+the ways to choose the mode (setting, per-call override, stream, ask_many, chat)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest import IngestReport
+from ingest.loaders.files import load
+from rag import RAG, Answer
+from rag.config import Settings
+from rag.errors import ConfigError
+from rag.retrieval.embeddings import Embedder
+from rag.sentences import split_sentences
+
+ATTENTION = "attention_is_all_you_need_neurips2017.pdf"
+SPEECH = "state_of_the_union.txt"
+README = "llama2c_README.md"
+# (question, file, pages, words the quoted sentence must hold)
+KNOWN = [
+    ("What does the Transformer use instead of recurrence?", ATTENTION, {2}, ("attention",)),
+    ("How many identical layers does the Transformer's encoder stack have?", ATTENTION, {2, 3},
+     ("6", "identical layers")),
+    ("How many parallel attention heads does the Transformer employ?", ATTENTION, {5}, ("8",)),
+    ("How long did training the big Transformer take, and on which GPUs?", ATTENTION, {8},
+     ("3.5 days", "P100")),
+    ("How much is Ford investing to build electric vehicles?", SPEECH, {None}, ("$11 billion",)),
+    ("How many lines of C does llama2.c use for inference?", README, {None}, ("700",)),
+]  # fmt: skip
+OTHER_TOPICS = [
+    "What is the capital of Australia?",
+    "How do I bake sourdough bread at home?",
+    "Which football club won the 1998 World Cup final?",
+]
+
+
+@pytest.fixture(scope="module")
+def rag(built_index: tuple[Path, IngestReport], settings: Settings, embedder: Embedder) -> RAG:
+    extract = settings.model_copy(update={"answer_mode": "extract"})
+    return RAG.open(built_index[0], extract, embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def page_texts(small_corpus: Path) -> dict[tuple[str, int | None], str]:
+    """The text of every page (or whole text file) as the loaders give it to chunking."""
+    texts: dict[tuple[str, int | None], str] = {}
+    for name in (ATTENTION, SPEECH, README):
+        path = small_corpus / name
+        loaded = load(path, path.read_bytes())
+        for page in loaded.pages:
+            texts[(name, page.number)] = page.text
+    return texts
+
+
+def _check_quotes(answer: Answer, page_texts: dict[tuple[str, int | None], str]) -> None:
+    """Every quote is its passage's exact substring at its offsets, and its page's too."""
+    assert answer.mode == "extract"
+    by_n = {p.n: p for p in answer.passages}
+    assert {c.n for c in answer.citations} == {q.n for q in answer.quotes}
+    for q in answer.quotes:
+        passage = by_n[q.n]
+        assert passage.text[q.start : q.end] == q.text
+        assert q.text and q.text == q.text.strip()
+        assert (q.source, q.page) == (passage.source, passage.page)
+        assert (q.doc_start, q.doc_end) == (passage.start + q.start, passage.start + q.end)
+        page = page_texts[(Path(q.source).name, q.page)]
+        assert page[q.doc_start : q.doc_end] == q.text
+
+
+def test_sentences_keep_exact_spans_through_pdf_text() -> None:
+    text = (
+        "Figure 1: The architecture.\nThe encoder maps an input of 3.5 tokens, as Smith et\n"
+        "al. (2019) showed in Fig. 3 (e.g. Table 2). Dr. Jones said no.\n3.2 Attention\n"
+        "An attention function maps a query to an output.\n\nSteps:\n- first, embed the text\n"
+        "- second, search the index\n1. rank the passages\nSee No. 5 for details. It ends here!"
+    )
+    got = split_sentences(text)
+    for s in got:
+        assert text[s.start : s.end] == s.text
+    assert [s.text for s in got] == [
+        "Figure 1: The architecture.",
+        "The encoder maps an input of 3.5 tokens, as Smith et\nal. (2019) showed in Fig. 3 "
+        "(e.g. Table 2).",
+        "Dr. Jones said no.",
+        "3.2 Attention",
+        "An attention function maps a query to an output.",
+        "Steps:",
+        "- first, embed the text",
+        "- second, search the index",
+        "1. rank the passages",
+        "See No. 5 for details.",
+        "It ends here!",
+    ]
+
+
+def test_quotes_are_verbatim_with_spans_on_every_answer(
+    rag: RAG, page_texts: dict[tuple[str, int | None], str]
+) -> None:
+    questions = (
+        [q for q, *_ in KNOWN]
+        + OTHER_TOPICS
+        + [
+            "What did the president say about Ukraine?",
+            "What is multi-head attention?",
+            "How do I compile run.c?",
+            "What is BLEU?",
+            "Why self-attention?",
+        ]
+    )
+    answered = 0
+    for question in questions:
+        answer = rag.ask(question)
+        _check_quotes(answer, page_texts)
+        answered += not answer.abstained
+        assert 1 <= len(answer.quotes) <= 3 or answer.abstained
+    assert answered >= len(KNOWN)
+
+
+@pytest.mark.parametrize(("question", "name", "pages", "words"), KNOWN)
+def test_citations_point_at_the_right_file_and_page(
+    rag: RAG, question: str, name: str, pages: set[int | None], words: tuple[str, ...]
+) -> None:
+    answer = rag.ask(question)
+    assert not answer.abstained, answer.passages[0].text if answer.passages else answer
+    best = answer.quotes[0]
+    assert Path(best.source).name == name and best.page in pages, answer.quotes
+    assert all(w.lower() in best.text.lower() for w in words), best.text
+    assert answer.model.startswith("extract:") and answer.usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize("question", OTHER_TOPICS)
+def test_abstains_on_other_topics(rag: RAG, question: str) -> None:
+    answer = rag.ask(question)
+    assert answer.abstained and not answer.quotes and not answer.citations
+    assert answer.mode == "extract"
+
+
+def test_abstains_on_a_retrieved_paragraph_that_does_not_answer(rag: RAG) -> None:
+    """Passages of the paper about training and its cost are retrieved, strongly enough to pass
+    the passage rule, but none gives a price: the sentence threshold abstains."""
+    question = "How many US dollars did the electricity for training the Transformer cost?"
+    answer = rag.ask(question)
+    assert Path(answer.passages[0].source).name == ATTENTION
+    assert max(p.similarity or 0.0 for p in answer.passages) >= (rag.settings.abstain_below or 0)
+    assert answer.abstained, answer.quotes
+    # Without the sentence threshold the same passages give a quote.
+    assert not rag.ask(question, extract_min_score=None).abstained
+
+
+def test_per_call_override_and_no_model_loaded(
+    built_index: tuple[Path, IngestReport], settings: Settings, embedder: Embedder
+) -> None:
+    rag = RAG.open(built_index[0], settings, embedder=embedder)
+    assert settings.resolved_answer_mode == "generate"
+    answer = rag.ask(KNOWN[0][0], answer_mode="extract")
+    assert answer.mode == "extract" and answer.quotes
+    stream = rag.stream(KNOWN[0][0], answer_mode="extract")
+    assert list(stream) == [answer.answer]
+    assert stream.answer is not None and stream.answer.quotes == answer.quotes
+    many = rag.ask_many([KNOWN[0][0], OTHER_TOPICS[0]], answer_mode="extract")
+    assert [a.abstained for a in many if isinstance(a, Answer)] == [False, True]
+    chat = rag.chat(answer_mode="extract")
+    assert chat.send("Answer in one sentence from now on.").mode == "extract"
+    first = chat.send("How many identical layers does the encoder have?")
+    follow = chat.send("And the decoder?")
+    assert first.mode == follow.mode == "extract" and follow.quotes
+    assert rag._backend is None  # no language model was loaded for any of it
+    with pytest.raises(ConfigError, match="answer_mode"):
+        rag.ask(KNOWN[0][0], answer_mode="quote")
+
+
+def test_answer_mode_setting_resolves_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.model_validate({"answer_mode": "extract"}).resolved_answer_mode == "extract"
+    served = Settings.model_validate({"llm_url": "http://127.0.0.1:8000/v1"})
+    assert served.resolved_answer_mode == "generate"
+    monkeypatch.setenv("RAG_ANSWER_MODE", "extract")
+    assert Settings.load().answer_mode == "extract"
