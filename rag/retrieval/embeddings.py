@@ -264,7 +264,7 @@ class Embedder:
         if not texts:
             return []
         if self._encoder is not None:
-            # tokenizers' own tokenizer, which keeps its padding settings per object.
+            # A tokenizer of its own that neither pads nor truncates: no lock with embed().
             counts: list[int] = self._encoder.count_tokens(texts)
             return counts
         tokenizer = self.model.tokenizer  # loaded outside the lock, which embed() holds
