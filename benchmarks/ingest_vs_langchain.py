@@ -159,16 +159,13 @@ def retrieval_summary(latencies: list[float], sources: dict[str, list[str]]) -> 
 
 # --------------------------------------------------------------------------- the two workers
 def run_ours(files: list[Path], workdir: Path, rounds: int) -> dict[str, Any]:
-    import sqlite3
-
     import faiss  # noqa: F401  (imported before the clock, as on the other side)
     import pypdf  # noqa: F401
 
     from ingest import ingest
     from rag import RAG
     from rag.config import Settings
-    from rag.index.manifest import DOCSTORE
-    from rag.index.snapshots import current_snapshot
+    from rag.index.reader import Store
     from rag.llm.tokens import load_tokenizer
     from rag.retrieval.embeddings import Embedder
 
@@ -186,9 +183,13 @@ def run_ours(files: list[Path], workdir: Path, rounds: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     peak_after_ingest = rss_peak_mb()
 
-    db = sqlite3.connect(f"file:{current_snapshot(index_dir) / DOCSTORE}?mode=ro", uri=True)
-    distinct = db.execute("SELECT COUNT(DISTINCT text) FROM chunks").fetchone()[0]
-    db.close()
+    with Store.open(index_dir) as store:
+        live = sorted(
+            int(i)
+            for seg in store.segments
+            for i in (seg.ids if seg.live is None else seg.ids[seg.live])
+        )
+        distinct = len({c.text for c in store.chunks(live)})
 
     rag = RAG.open(index_dir, settings, embedder=embedder)
     try:

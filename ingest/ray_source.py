@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ class RaySource:
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+            if address:
+                check_reachable(address)
+            ray.init(address=address or None, include_dashboard=False)
         self._renames = renames
         self._local_parser = setup
         self._count = len(candidates)
@@ -175,6 +178,26 @@ class RaySource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_reachable(address: str) -> None:
+    """Fail at once, with what to do, when nothing listens at a cluster's address (``ray.init``
+    would wait minutes for it)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto":
+        return
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"--ray {address!r} is not a cluster address: give HOST:PORT (the head's GCS port, "
+            "6379 by default) or ray://HOST:PORT, or no address to use a local cluster"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"No Ray cluster answers at {address} ({exc.strerror or exc}). Start one there with "
+            "`ray start --head`, check the address, or leave it out to start a local cluster."
+        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)

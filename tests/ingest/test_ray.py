@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import numpy as np
 import pytest
 
 from ingest import ingest
-from ingest.ray_source import INSTALL_HINT, import_ray
+from ingest.ray_source import INSTALL_HINT, check_reachable, import_ray
 from rag.config import Settings
 from rag.errors import ConfigError
 from rag.index.crashpoints import PAUSE_AT, PAUSE_FILE
@@ -228,3 +229,13 @@ def test_without_ray_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'rag-toolkit\[ray\]'"):
         import_ray()
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once() -> None:
+    with socket.socket() as s:  # a loopback port that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match="ray start --head"):
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        check_reachable("head-node")
