@@ -16,7 +16,8 @@ mode and answer mode (``generate`` or ``extract``):
 - ``abstention_precision`` / ``abstention_recall``: on the data's unanswerable questions (null
   when it has none), and ``heldout_*`` / ``offtopic_*`` on those of :mod:`rag.eval.unanswerable`;
   precision counts abstentions on answerable questions as false;
-- ``seconds_per_question``: wall time of ``RAG.ask`` per question asked.
+- ``seconds_per_question``: wall time of ``RAG.ask`` per answerable question (abstentions on
+  weak passages skip the model and would flatter generate mode); ``seconds``: all questions.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ class _Tally:
     # Unanswerable questions by kind ("impossible": the data's own): [asked, abstained].
     unanswerable: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
+    answerable_seconds: float = 0.0
     asked: int = 0
 
     def add_answerable(self, answer: Any, q: Question) -> None:
@@ -215,6 +217,8 @@ class _Tally:
             "abstained_on_answerable": round(self.abstained_answerable / n, 4),
         }
         for kind in ("impossible", "heldout", "offtopic"):
+            if kind != "impossible" and kind not in self.unanswerable:
+                continue
             asked, abstained = self.unanswerable.get(kind, (0, 0))
             prefix = "abstention" if kind == "impossible" else f"{kind}_abstention"
             out[f"{prefix}_precision"] = (
@@ -224,7 +228,7 @@ class _Tally:
             if kind != "impossible":
                 out[f"{kind}_questions"] = asked
         out["queries"] = self.asked
-        out["seconds_per_question"] = round(self.seconds / max(self.asked, 1), 3)
+        out["seconds_per_question"] = round(self.answerable_seconds / n, 3)
         out["seconds"] = round(self.seconds, 1)
         return out
 
@@ -289,11 +293,13 @@ def evaluate_squad(
                 for q in asked:
                     t0 = time.perf_counter()
                     answer = rag.ask(q.text, **call)
-                    tally.seconds += time.perf_counter() - t0
+                    elapsed = time.perf_counter() - t0
+                    tally.seconds += elapsed
                     tally.asked += 1
                     if q.impossible:
                         tally.add_unanswerable(answer, "impossible")
                     else:
+                        tally.answerable_seconds += elapsed
                         tally.add_answerable(answer, q)
             for kind, kind_index, texts in extra:
                 with RAG.open(kind_index, settings) as rag:
