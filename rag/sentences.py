@@ -21,6 +21,9 @@ ABBREVIATIONS = frozenset(
     jan feb mar apr jun jul aug sep sept oct nov dec
     """.split()  # noqa: SIM905  (a word list reads better as words)
 )
+# Abbreviations that often end a sentence too: before a capitalised word they do ("... by Zhu et
+# al. Purification was ..."); before "(2019)", "[12]" or a lower-case word they do not.
+FINAL_ABBREVIATIONS = frozenset({"al", "etc"})
 # Abbreviations only before a number ("No. 5"); otherwise ordinary words ("said no.").
 NUMBER_ABBREVIATIONS = frozenset({"no", "nos"})
 # A sentence end: terminal punctuation, closing quotes or brackets, then whitespace and a
@@ -85,6 +88,8 @@ def _is_abbreviation(text: str, period: int) -> bool:
     word = text[start:period].lower()
     if not word:
         return False
+    if word in FINAL_ABBREVIATIONS:
+        return re.match(r"\s+[A-Z]", text[period + 1 : period + 4]) is None
     if word in ABBREVIATIONS:
         return True
     if word in NUMBER_ABBREVIATIONS:
