@@ -32,6 +32,7 @@ def _load(name: str) -> ModuleType:
 
 nodup_corpus = _load("nodup_corpus")
 ingest_scale = _load("ingest_scale")
+ingest_scale_workers = sys.modules["ingest_scale_workers"]  # imported by ingest_scale
 
 SCIFACT = SHARED_DATA / "scifact" / "derived_beir_style"
 
@@ -145,11 +146,11 @@ def test_rows_run_in_alternating_order_and_parse() -> None:
 
 
 def test_helper_memory_sees_child_processes() -> None:
-    child = subprocess.Popen(["sleep", "5"])
+    child = subprocess.Popen(["sleep", "30"])
     try:
-        with ingest_scale.HelperMemory() as helpers:
-            time.sleep(3 * ingest_scale.SAMPLE_S)
-        assert child.pid in ingest_scale.descendants(os.getpid())
+        with ingest_scale_workers.HelperMemory() as helpers:
+            time.sleep(3 * ingest_scale_workers.SAMPLE_S)
+        assert child.pid in ingest_scale_workers.descendants(os.getpid())
     finally:
         child.kill()
         child.wait()
