@@ -118,6 +118,7 @@ def run_worker(
             sys.executable, str(Path(__file__).resolve()), "--worker", kind,
             "--corpus", str(args.corpus), "--workers", str(args.workers),
             "--index-dir", str(index_dir or Path(tmp) / "unused"), "--worker-out", str(out),
+            "--embed-quantize", args.embed_quantize,
         ]  # fmt: skip
         if kind == "ray":
             cmd = ["unshare", "--net", "bash", "-c", f"ip link set lo up && exec {shlex.join(cmd)}"]
@@ -240,7 +241,8 @@ def render(result: dict[str, Any]) -> str:
         e = rows["embedder"]
         lines.append(
             f"Embedder alone: {e['chunks']:,.0f} distinct texts of {e['stored_chunks']:,.0f} "
-            f"stored chunks, batch {e['batch_size']:.0f}, {e['runtime']}."
+            f"stored chunks, batch {e['batch_size']:.0f}, {e['runtime']}, embed_quantize "
+            f"{result.get('embed_quantize', 'none')}."
         )
     for key in (*OURS, "langchain"):
         if key in rows:
@@ -308,6 +310,7 @@ def measure(args: argparse.Namespace, numbers: list[int]) -> dict[str, Any]:
         "source_chars": source_chars,
         "source_chars_counted_as": CHARS_NOTE,
         "repeat": args.repeat,
+        "embed_quantize": args.embed_quantize,
         "workers": args.workers,
         "selected": [BY_NUMBER[n].key for n in sorted(numbers)],
         "not_run": not_run,
@@ -346,6 +349,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--worker", choices=("ours", "ray", "langchain", "embedder", "prepare"),
         help=argparse.SUPPRESS,
     )  # fmt: skip
+    parser.add_argument(
+        "--embed-quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="our embedder in rows 1-3 and 5: float (none, the default setting) or int8 ONNX",
+    )
     parser.add_argument("--index-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

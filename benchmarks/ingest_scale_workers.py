@@ -95,8 +95,9 @@ def pss_mb(pid: int) -> float:
 
 
 # --------------------------------------------------------------------------- the workers
-def load_ours() -> tuple[Any, Any, Any]:
-    """Settings, a loaded and warmed embedder, and the chunking tokenizer: the untimed set-up."""
+def load_ours(quantize: str = "none") -> tuple[Any, Any, Any]:
+    """Settings, a loaded and warmed embedder, and the chunking tokenizer: the untimed set-up.
+    ``quantize`` is the embedder's ``embed_quantize`` ("none": float; "int8")."""
     import faiss  # noqa: F401  (imported before the clock, as on the other side)
     import pypdf  # noqa: F401
 
@@ -104,7 +105,7 @@ def load_ours() -> tuple[Any, Any, Any]:
     from rag.llm.tokens import load_tokenizer
     from rag.retrieval.embeddings import Embedder
 
-    settings = Settings.model_validate({})
+    settings = Settings.model_validate({"embed_quantize": quantize})
     embedder = Embedder.from_settings(settings)
     _ = embedder.model
     tokenizer = load_tokenizer(settings)
@@ -122,11 +123,13 @@ def stored_texts(index_dir: Path) -> list[str]:
         return [c.text for c in store.chunks(ids)]
 
 
-def run_ours(files: list[Path], index_dir: Path, workers: int, on_ray: bool) -> dict[str, Any]:
+def run_ours(
+    files: list[Path], index_dir: Path, workers: int, on_ray: bool, quantize: str = "none"
+) -> dict[str, Any]:
     setup_started = time.perf_counter()
     from ingest import ingest
 
-    settings, embedder, tokenizer = load_ours()
+    settings, embedder, tokenizer = load_ours(quantize)
     extra: dict[str, Any] = {}
     # ray_address is passed only on Ray, so that rows 1-2 also run where ingest() lacks it.
     ray_kwargs: dict[str, Any] = {"ray_address": "auto"} if on_ray else {}
@@ -194,8 +197,8 @@ def run_lc(files: list[Path], workdir: Path) -> dict[str, Any]:
     }
 
 
-def run_embedder(index_dir: Path) -> dict[str, Any]:
-    settings, embedder, _tokenizer = load_ours()
+def run_embedder(index_dir: Path, quantize: str = "none") -> dict[str, Any]:
+    settings, embedder, _tokenizer = load_ours(quantize)
     all_texts = stored_texts(index_dir)
     texts = list(dict.fromkeys(all_texts))  # each distinct text once, as ingest embeds them
     rss_after_load = rss_now_mb()
@@ -226,7 +229,9 @@ def worker_main(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="bench-langchain-") as tmp:
             result = run_lc(files, Path(tmp))
     elif kind == "embedder":
-        result = run_embedder(index_dir)
+        result = run_embedder(index_dir, args.embed_quantize)
     else:  # ours, ray, prepare (an untimed index for row 5)
-        result = run_ours(files, index_dir, args.workers, on_ray=kind == "ray")
+        result = run_ours(
+            files, index_dir, args.workers, on_ray=kind == "ray", quantize=args.embed_quantize
+        )
     args.worker_out.write_text(json.dumps(result), encoding="utf-8")
