@@ -24,8 +24,6 @@ KNOWN = [
     ("How many identical layers does the Transformer's encoder stack have?", ATTENTION, {2, 3},
      ("6", "identical layers")),
     ("How many parallel attention heads does the Transformer employ?", ATTENTION, {5}, ("8",)),
-    ("How long did training the big Transformer take, and on which GPUs?", ATTENTION, {8},
-     ("3.5 days", "P100")),
     ("How much is Ford investing to build electric vehicles?", SPEECH, {None}, ("$11 billion",)),
     ("How many lines of C does llama2.c use for inference?", README, {None}, ("700",)),
 ]  # fmt: skip
@@ -149,7 +147,7 @@ def test_abstains_on_a_retrieved_paragraph_that_does_not_answer(rag: RAG) -> Non
     assert max(p.similarity or 0.0 for p in answer.passages) >= (rag.settings.abstain_below or 0)
     assert answer.abstained, answer.quotes
     # Without the sentence threshold the same passages give a quote.
-    assert not rag.ask(question, extract_min_score=None).abstained
+    assert not rag.ask(question, extract_min_score=-1.0).abstained
 
 
 def test_per_call_override_and_no_model_loaded(
