@@ -15,7 +15,7 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LLM = "embedded:smollm2-135m-instruct"
 CONFIG_FILE_NAMES = ("rag.toml",)
 # answer_mode "auto" without a served model; chosen by benchmarks/README.md "Answer modes".
-AUTO_ANSWER_MODE: Literal["generate", "extract"] = "generate"
+AUTO_ANSWER_MODE: Literal["generate", "extract"] = "extract"
 # Sentence-level abstention threshold of extract mode (benchmarks/calibrate_extract.py).
 EXTRACT_MIN_SCORE = 0.41
 
@@ -137,7 +137,8 @@ class Settings(BaseSettings):
         description="How answers are made: 'generate' (a language model writes the answer from "
         "the passages, citing them), 'extract' (the one to three sentences of the passages that "
         "best answer the question, quoted verbatim with their citations; no language model "
-        "call), or 'auto': 'generate' with a served model (llm_url), else AUTO_ANSWER_MODE.",
+        "call), or 'auto': 'generate' with a served model (llm_url), else 'extract', which "
+        "answered COVID-QA better than the embedded model (benchmarks/README.md, 'Answer modes').",
     )
     extract_min_score: float | None = Field(
         EXTRACT_MIN_SCORE,

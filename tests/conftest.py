@@ -48,8 +48,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Defaults only: no rag.toml and no RAG_* variables leak into tests."""
-    return Settings.model_validate({})
+    """Defaults only: no rag.toml and no RAG_* variables leak into tests. Answers are generated
+    (the default without a served model is extract mode, whose tests ask for it)."""
+    return Settings.model_validate({"answer_mode": "generate"})
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,8 @@ def test_per_call_override_and_no_model_loaded(
 
 
 def test_answer_mode_setting_resolves_auto(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings.model_validate({"answer_mode": "extract"}).resolved_answer_mode == "extract"
+    assert Settings.model_validate({}).resolved_answer_mode == "extract"  # no served model
+    assert Settings.model_validate({"answer_mode": "generate"}).resolved_answer_mode == "generate"
     served = Settings.model_validate({"llm_url": "http://127.0.0.1:8000/v1"})
     assert served.resolved_answer_mode == "generate"
     monkeypatch.setenv("RAG_ANSWER_MODE", "extract")
