@@ -154,6 +154,8 @@ def _ingest(
     index_dir = Path(index_dir)
     if ray_address is not None:
         import_ray()  # the install hint before any model loads
+        if not candidates:
+            ray_address = None  # nothing to parse: no cluster needed (a sync may still delete)
     if workers is None:
         workers = settings.ingest_workers
     if workers is None and ray_address is None:

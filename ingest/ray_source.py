@@ -95,7 +95,9 @@ class RaySource:
         self._renames = renames
         self._local_parser = setup
         self._count = len(candidates)
-        data = ray.data.DataContext.get_current()
+        # Ray Data's options for this process, put back by close() for the caller's own datasets.
+        data = self._data = ray.data.DataContext.get_current()
+        self._saved = (data.execution_options.preserve_order, data.enable_progress_bars)
         data.execution_options.preserve_order = True
         data.enable_progress_bars = False  # the ingest reports its own progress
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
@@ -173,6 +175,7 @@ class RaySource:
         return True
 
     def close(self) -> None:
+        self._data.execution_options.preserve_order, self._data.enable_progress_bars = self._saved
         if self._started:
             self._ray.shutdown()
 
@@ -186,9 +189,9 @@ class RaySource:
 def check_reachable(address: str) -> None:
     """Fail at once, with what to do, when nothing listens at a cluster's address (``ray.init``
     would wait minutes for it)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if address == "auto":
+    if address == "auto":  # Ray's own word for "the cluster this machine knows of"
         return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(
             f"--ray {address!r} is not a cluster address: give HOST:PORT (the head's GCS port, "
