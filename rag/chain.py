@@ -80,8 +80,11 @@ def build_chain(
     def pack_unless_weak(inputs: dict[str, Any]) -> dict[str, Any]:
         # Weak evidence among the retrieved passages is weak evidence among any packed subset of
         # them, so the answer abstains whatever packing keeps. Not packing means that the model's
-        # tokenizer, context window (and transformers with torch) are never loaded for it.
-        if weak_passages(inputs["passages"], abstain_below):
+        # tokenizer, context window (and transformers with torch) are never loaded for it. A long
+        # question is packed all the same, so that one longer than the window is reported as such
+        # (PromptTooLong) rather than answered with an abstention.
+        short = len(inputs["question"]) <= LONG_QUESTION_CHARS
+        if short and weak_passages(inputs["passages"], abstain_below):
             passages = list(inputs["passages"])
             unsent = PackedPrompt([], passages, history_turns=0, prompt_tokens=0, budget=0)
             return {**inputs, "packed": unsent, "messages": []}
@@ -108,6 +111,10 @@ def build_chain(
         chat_model=chat_model,
         templates=templates,
     )
+
+
+# Questions of more characters (some 500 tokens or more) are always packed (see pack_unless_weak).
+LONG_QUESTION_CHARS = 2_000
 
 
 def weak_evidence(packed: PackedPrompt, abstain_below: float | None) -> bool:
