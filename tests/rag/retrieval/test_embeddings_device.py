@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -22,13 +19,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _no_outside_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings.load reads ./rag.toml and RAG_* variables: none of the caller's may leak in."""
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("RAG_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("no_outside_settings")
 
 
 def test_embed_device_setting_validates() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,13 +20,7 @@ from rag.retrieval.embeddings import Embedder
 STATE_OF_THE_UNION = Path("text") / "state_of_the_union.txt"
 
 
-@pytest.fixture(autouse=True)
-def _no_outside_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings.load reads ./rag.toml and RAG_* variables: none of the caller's may leak in."""
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("RAG_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("no_outside_settings")
 
 
 @pytest.fixture(scope="module")
