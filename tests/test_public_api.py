@@ -64,6 +64,7 @@ COMMANDS = {
     "eval": set(),
     "llm": {"export-default", "serve", "check"},
     "index": {"verify", "recover", "delete", "optimize"},
+    "serve": set(),
 }
 
 

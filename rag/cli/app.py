@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     from rag.cli import ingest as cli_ingest
     from rag.cli import llm as cli_llm
     from rag.cli import query as cli_query
+    from rag.cli import serve as cli_serve
 
-    for group in (cli_ingest, cli_query, cli_eval, cli_info, cli_llm, cli_index):
+    for group in (cli_ingest, cli_query, cli_eval, cli_info, cli_llm, cli_index, cli_serve):
         group.register(sub, common)
     return p
 

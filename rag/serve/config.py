@@ -1,0 +1,93 @@
+"""What a server is started with, checked before anything loads.
+
+Plain data: importing this module needs neither FastAPI nor the models, so ``rag serve`` can refuse
+a bad address or a missing extra in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.config import Settings
+from rag.errors import ConfigError
+
+MB = 1024 * 1024
+
+INSTALL_HINT = "pip install 'rag-toolkit[serve]'"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may send; larger requests get a 4xx naming the limit and the flag."""
+
+    max_body_bytes: int = 1 * MB  # any JSON request
+    max_upload_bytes: int = 50 * MB  # one uploaded file
+    max_files: int = 20  # files in one upload request
+    max_question_chars: int = 4000  # the question (last user message)
+    max_messages: int = 200  # messages of one chat completion
+
+    @property
+    def max_upload_request_bytes(self) -> int:
+        """A whole multipart upload: every file at its limit, plus the multipart framing."""
+        return self.max_files * self.max_upload_bytes + 1 * MB
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``rag serve`` runs: the index, the address, the key and the limits."""
+
+    index_dir: Path
+    settings: Settings
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    model_name: str | None = None  # what /v1/models lists; default rag:<index directory name>
+    cors_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    upload_dir: Path | None = None  # where uploads are kept; default under settings.cache_dir
+
+    @property
+    def served_model(self) -> str:
+        return self.model_name or f"rag:{self.index_dir.resolve().name}"
+
+    @property
+    def uploads(self) -> Path:
+        """Where uploaded files are kept, one directory per index (so a file uploaded again
+        replaces its document, also after a restart)."""
+        if self.upload_dir is not None:
+            return self.upload_dir
+        key = hashlib.sha256(str(self.index_dir.resolve()).encode()).hexdigest()[:16]
+        return self.settings.cache_dir / "uploads" / key
+
+    def check(self) -> None:
+        """Refuse an exposed address without a key, and limits that make no sense."""
+        if not is_loopback(self.host) and not self.api_key:
+            raise ConfigError(
+                f"Binding to {self.host} exposes the index and the model to the network, so it "
+                "needs an API key: set RAG_API_KEY=<a long random string> (clients send it as "
+                "'Authorization: Bearer <key>'), or bind to loopback with --host 127.0.0.1."
+            )
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ConfigError(
+                "RAG_API_KEY is shorter than 16 characters; use a long random string, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port takes 0 to 65535, not {self.port}")
+        lim = self.limits
+        for name in ("max_body_bytes", "max_upload_bytes", "max_files", "max_question_chars"):
+            if getattr(lim, name) <= 0:
+                raise ConfigError(f"the limit {name} must be positive, not {getattr(lim, name)}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches: 127.0.0.0/8, ::1 and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere

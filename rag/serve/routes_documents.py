@@ -1,0 +1,125 @@
+"""The index routes: uploads (``POST /v1/documents``), deletions, and what the index holds."""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from rag.index.documents import delete_documents
+from rag.index.reader import Store
+from rag.serve.context import Ctx
+from rag.serve.errors import ApiError
+
+router = APIRouter()
+
+
+@router.post("/v1/documents")
+async def upload(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """Ingest the uploaded files (multipart, any field name) in one commit; the ingest report."""
+    limits = ctx.config.limits
+    try:
+        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
+    except MultiPartException as exc:
+        raise ApiError(
+            400,
+            f"Could not read the upload: {exc}. Send files as multipart/form-data, at most "
+            f"{limits.max_files} in one request (rag serve --max-files).",
+        ) from exc
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(
+                400,
+                "No files in the upload: send them as multipart/form-data file fields, e.g. "
+                "curl -F files=@report.pdf .../v1/documents",
+            )
+        named: list[tuple[str, BinaryIO]] = [(f.filename or "", f.file) for f in files]
+        return await run_in_threadpool(ctx.uploads.add, ctx.index, named, ctx.ingest_workers)
+    finally:
+        await form.close()
+
+
+@router.delete("/v1/documents/{source:path}")
+def delete(source: str, ctx: Ctx) -> dict[str, Any]:
+    """Remove the document whose source is ``source`` (or the upload named ``source``)."""
+    with ctx.index.lease() as rag:
+        known = {d.source for d in rag.store.documents()}
+    candidates = [source, "/" + source, ctx.uploads.source_of(source)]
+    exact = next((c for c in candidates if c in known), None)
+    if exact is None:
+        raise ApiError(
+            404,
+            f"No document {source!r} in the index; GET /v1/index lists the sources.",
+            "not_found_error",
+        )
+    with ctx.index.writing():
+        # The exact source only: a source holding glob characters must not match others.
+        removed, _ = delete_documents(ctx.index.index_dir, [exact], only={exact})
+    for doc in removed:
+        ctx.uploads.remove(doc.source)
+    return {"deleted": [d.source for d in removed]}
+
+
+@router.get("/v1/index")
+def index_info(ctx: Ctx) -> dict[str, Any]:
+    """What ``rag info --json`` says about the served index."""
+    with ctx.index.lease() as rag:
+        return describe(rag.store, str(ctx.index.index_dir))
+
+
+@router.get("/v1/models")
+def models(ctx: Ctx) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": ctx.config.served_model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "rag-toolkit",
+            }
+        ],
+    }
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def describe(store: Store, index: str) -> dict[str, Any]:
+    """The fields of ``rag info --json``."""
+    m = store.manifest
+    docs, chunks = store.counts()
+    return {
+        "index": index,
+        "snapshot": store.snapshot.name,
+        "documents": docs,
+        "chunks": chunks,
+        "embedder": m.embedder,
+        "dimension": m.dimension,
+        "index_type": m.index_type,
+        "tokenizer": m.tokenizer,
+        "chunk_tokens": m.chunk_tokens,
+        "chunk_overlap": m.chunk_overlap,
+        "schema_version": m.schema_version,
+        "segments": [
+            {
+                "name": i.name,
+                "chunks": i.live_chunks,
+                "deleted_chunks": i.deleted_chunks,
+                "vectors": i.vectors.kind,
+            }
+            for i in m.segments
+        ],
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+        "sources": [
+            {"source": d.source, "kind": d.kind, "pages": d.pages, "chunks": d.chunks}
+            for d in store.documents()
+        ],
+    }

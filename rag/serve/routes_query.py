@@ -1,0 +1,150 @@
+"""The query routes: ``/v1/chat/completions`` (OpenAI's), ``/v1/ask`` and ``/v1/retrieve``.
+
+The routes are plain functions, run in the server's thread pool: the library's calls block
+(embedding, FAISS, the model), and each request holds its lease on the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from rag.answer import Answer
+from rag.errors import RagError
+from rag.serve import completions
+from rag.serve.context import Ctx, Served
+from rag.serve.errors import ApiError, body, from_library
+from rag.serve.schemas import AskRequest, ChatCompletionRequest, FilterSpec, RetrieveRequest
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+@router.post("/v1/retrieve")
+def retrieve(req: RetrieveRequest, ctx: Ctx) -> dict[str, Any]:
+    """The passages the Python API's ``retrieve`` returns, best first."""
+    _check_question(ctx, req.question)
+    filters = _filters(req.filters)
+    with ctx.index.lease() as rag:
+        passages = rag.retrieve(req.question, req.k, filters=filters, **req.overrides())
+    return {
+        "question": req.question,
+        "passages": [p.model_dump(mode="json") for p in passages],
+    }
+
+
+@router.post("/v1/ask")
+def ask(req: AskRequest, ctx: Ctx) -> dict[str, Any]:
+    """What ``rag ask --json`` prints: the answer with its citations, passages and usage."""
+    _check_question(ctx, req.question)
+    filters = _filters(req.filters)
+    with ctx.index.lease() as rag:
+        answer = rag.ask(
+            req.question,
+            history=req.history,
+            instructions=req.instructions,
+            filters=filters,
+            **req.overrides.given(),
+        )
+    data: dict[str, Any] = answer.model_dump(mode="json")
+    return data
+
+
+@router.post("/v1/chat/completions", response_model=None)
+def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | StreamingResponse:
+    """OpenAI's chat completion: the answer cites ``[n]``; ``citations`` holds the passages."""
+    model = ctx.config.served_model
+    if req.model and req.model != model:
+        raise ApiError(
+            404,
+            f"The model {req.model!r} is not served here; this server answers as {model!r} "
+            "(GET /v1/models).",
+            "not_found_error",
+        )
+    if len(req.messages) > ctx.config.limits.max_messages:
+        raise ApiError(
+            413,
+            f"{len(req.messages)} messages; a conversation may hold at most "
+            f"{ctx.config.limits.max_messages}. Drop the oldest turns.",
+        )
+    filters = _filters(req.filters)
+    completion_id = completions.new_id()
+    if not req.stream:
+        with ctx.index.lease() as rag:
+            chat, question = completions.conversation(rag, req.messages)
+            _check_question(ctx, question)
+            answer = chat.send(question, filters=filters, **req.overrides())
+        return completions.completion(answer, model, completion_id)
+    # Checked before the stream starts, so that a bad request is a 4xx, not a broken stream.
+    snap = ctx.index.acquire()
+    try:
+        chat, question = completions.conversation(snap.rag, req.messages)
+        _check_question(ctx, question)
+    except BaseException:
+        ctx.index.release(snap)
+        raise
+
+    def events() -> Iterator[bytes]:
+        created = int(time.time())
+
+        def chunk(
+            delta: dict[str, Any], finish: str | None = None, answer: Answer | None = None
+        ) -> bytes:
+            return completions.event(
+                completions.chunk(completion_id, model, created, delta, finish, answer)
+            )
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            result = chat.stream(question, filters=filters, **req.overrides())
+            if isinstance(result, Answer):  # an instruction, acknowledged at once
+                answer = result
+                yield chunk({"content": answer.answer})
+            else:
+                for piece in result:
+                    yield chunk({"content": piece})
+                assert result.answer is not None
+                answer = result.answer
+            yield chunk({}, "stop", answer)
+            yield completions.event("[DONE]")
+        except RagError as exc:
+            err = from_library(exc)
+            yield completions.event(body(err.status, err.message, err.kind))
+        except Exception as exc:
+            log.exception("streamed answer failed")
+            yield completions.event(body(500, f"The answer failed: {exc}", "server_error"))
+        finally:
+            ctx.index.release(snap)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _filters(spec: FilterSpec | None) -> Any:
+    if spec is None:
+        return None
+    try:
+        return spec.to_filters()
+    except ValueError as exc:
+        raise ApiError(400, f"Invalid filters: {exc}") from exc
+
+
+def _check_question(ctx: Served, question: str) -> None:
+    limit = ctx.config.limits.max_question_chars
+    if len(question) > limit:
+        raise ApiError(
+            413,
+            f"The question has {len(question)} characters; the limit is {limit} "
+            "(rag serve --max-question-chars).",
+        )
+    if not question.strip():
+        raise ApiError(400, "The question is empty.")

@@ -1,0 +1,77 @@
+"""``rag serve`` killed with SIGKILL during an upload leaves the index verifiable and unchanged.
+
+The kill is not timed: the server is started with RAG_PAUSE_AT (:mod:`rag.index.crashpoints`),
+so its ingest freezes at a named point of the write and announces it in a marker file; the test
+then kills the server's process group there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest import IngestReport
+from rag.cli import main
+from rag.index.reader import Store
+from tests.serve.conftest import Server, copy_index
+
+POINTS = (
+    "ingest-file-stored",  # the upload's chunks written into the new segment
+    "pointer-temp-synced",  # everything written and synced, just before CURRENT is replaced
+)
+
+
+def _state(index: Path) -> tuple[str, int, int, frozenset[str]]:
+    with Store.open(index) as store:
+        return (
+            store.snapshot.name,
+            *store.counts(),
+            frozenset(d.source for d in store.documents()),
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_during_an_upload_leaves_the_index_as_it_was(
+    serve_extra: None,
+    built_index: tuple[Path, IngestReport],
+    tmp_path: Path,
+    point: str,
+) -> None:
+    index = copy_index(built_index[0], tmp_path / "index")
+    before = _state(index)
+    marker = tmp_path / "paused"
+    server = Server(index, tmp_path, env={"RAG_PAUSE_AT": point, "RAG_PAUSE_FILE": str(marker)})
+    failures: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            httpx.post(
+                f"{server.url}/v1/documents",
+                files=[("files", ("zebra.txt", b"The zebra protocol has seventeen widgets."))],
+                headers=server.headers,
+                timeout=600.0,
+            )
+        except httpx.TransportError as exc:  # the server dies under the request
+            failures.append(exc)
+
+    try:
+        server.wait_ready()
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 300.0
+        while not marker.exists():
+            assert time.monotonic() < deadline, f"never paused at {point}:\n{server.log()}"
+            assert sender.is_alive(), f"the upload ended before {point}:\n{server.log()}"
+            time.sleep(0.05)  # polling the marker; the limit is the deadline above
+        server.kill()
+        sender.join(timeout=120.0)
+    finally:
+        server.stop()
+    assert failures, "the upload was answered although the server was killed"
+    assert main(["index", "verify", "--index", str(index)]) == 0
+    assert _state(index) == before
