@@ -24,15 +24,10 @@ class Limits:
     """What one request may send; larger requests get a 4xx naming the limit and the flag."""
 
     max_body_bytes: int = 1 * MB  # any JSON request
-    max_upload_bytes: int = 50 * MB  # one uploaded file
+    max_upload_bytes: int = 50 * MB  # one upload request, all its files together
     max_files: int = 20  # files in one upload request
     max_question_chars: int = 4000  # the question (last user message)
     max_messages: int = 200  # messages of one chat completion
-
-    @property
-    def max_upload_request_bytes(self) -> int:
-        """A whole multipart upload: every file at its limit, plus the multipart framing."""
-        return self.max_files * self.max_upload_bytes + 1 * MB
 
 
 @dataclass(frozen=True)

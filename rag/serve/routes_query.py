@@ -82,13 +82,9 @@ def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | S
             answer = chat.send(question, filters=filters, **req.overrides())
         return completions.completion(answer, model, completion_id)
     # Checked before the stream starts, so that a bad request is a 4xx, not a broken stream.
-    snap = ctx.index.acquire()
-    try:
-        chat, question = completions.conversation(snap.rag, req.messages)
-        _check_question(ctx, question)
-    except BaseException:
-        ctx.index.release(snap)
-        raise
+    with ctx.index.lease() as rag:
+        _, question = completions.conversation(rag, req.messages)
+    _check_question(ctx, question)
 
     def events() -> Iterator[bytes]:
         created = int(time.time())
@@ -100,7 +96,10 @@ def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | S
                 completions.chunk(completion_id, model, created, delta, finish, answer)
             )
 
+        # The lease is taken here, not before: a stream that never starts holds none.
+        snap = ctx.index.acquire()
         try:
+            chat, _ = completions.conversation(snap.rag, req.messages)
             yield chunk({"role": "assistant", "content": ""})
             result = chat.stream(question, filters=filters, **req.overrides())
             if isinstance(result, Answer):  # an instruction, acknowledged at once

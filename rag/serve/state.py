@@ -52,10 +52,10 @@ class WarmIndex:
         self._tokenizer: Any = None
 
     def warm_up(self) -> None:
-        """Load what the first question would: the query encoder, and the model of an embedded
-        backend (a served model is only connected to)."""
+        """Load what the first question would: the query encoder and the retrieval code (one
+        retrieval), and the model of an embedded backend (a served model is only connected to)."""
         rag = self._current.rag
-        rag.embedder.embed_query("warm-up")
+        rag.retrieve("warm-up", 1)
         if rag.settings.resolved_answer_mode == "generate":
             _ = rag.backend
 
