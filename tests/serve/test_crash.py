@@ -1,4 +1,5 @@
-"""``rag serve`` killed with SIGKILL during an upload leaves the index verifiable and unchanged.
+"""``rag serve`` killed with SIGKILL during an upload leaves the index verifiable and unchanged,
+and answers questions from the committed snapshot while the upload is being written.
 
 The kill is not timed: the server is started with RAG_PAUSE_AT (:mod:`rag.index.crashpoints`),
 so its ingest freezes at a named point of the write and announces it in a marker file; the test
@@ -68,6 +69,16 @@ def test_sigkill_during_an_upload_leaves_the_index_as_it_was(
             assert time.monotonic() < deadline, f"never paused at {point}:\n{server.log()}"
             assert sender.is_alive(), f"the upload ended before {point}:\n{server.log()}"
             time.sleep(0.05)  # polling the marker; the limit is the deadline above
+        # Frozen mid-write, holding the writer lock: questions are still answered, from the
+        # snapshot committed before the upload.
+        r = httpx.post(
+            f"{server.url}/v1/retrieve",
+            json={"question": "How many widgets does the zebra protocol have?", "k": 3},
+            headers=server.headers,
+            timeout=120.0,
+        )
+        assert r.status_code == 200, r.text
+        assert {p["source"] for p in r.json()["passages"]} <= before[3]
         server.kill()
         sender.join(timeout=120.0)
     finally:
