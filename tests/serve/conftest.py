@@ -29,6 +29,7 @@ from tests.conftest import REPO
 REQUIRE_SERVE = os.environ.get("RAG_REQUIRE_SERVE") == "1"
 START_TIMEOUT = 300.0  # the embedder loads before the port opens; slow on a busy 2-core machine
 API_KEY = "test-key-0123456789abcdef"
+ALLOWED_ORIGIN = "http://allowed.example"
 
 
 def _require_extra() -> None:
@@ -130,10 +131,18 @@ def server(
     built_index: tuple[Path, IngestReport],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    """The session's server: with an API key, and a 1 MB upload limit for the 413 tests."""
+    """The session's server: with an API key, a 1 MB upload limit for the 413 tests, and one
+    origin allowed by CORS."""
     work = tmp_path_factory.mktemp("serve")
     index = copy_index(built_index[0], work / "index")
-    srv = Server(index, work, args=("--max-upload-mb", "1", "--max-question-chars", "500"))
+    srv = Server(
+        index,
+        work,
+        args=(
+            "--max-upload-mb", "1", "--max-question-chars", "500",
+            "--cors-origin", ALLOWED_ORIGIN,
+        ),
+    )  # fmt: skip
     try:
         srv.wait_ready()
         yield srv

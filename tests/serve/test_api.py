@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from rag.index.reader import Store
-from tests.serve.conftest import API_KEY, Server
+from tests.serve.conftest import ALLOWED_ORIGIN, API_KEY, Server
 
 QUESTION = "What does the Transformer use instead of recurrence?"
 ATTENTION_PDF = "attention_is_all_you_need_neurips2017.pdf"
@@ -196,3 +196,31 @@ def test_json_errors_in_openai_shape(server: Server) -> None:
     )
     assert r.status_code == 422
     assert set(json.loads(r.text)["error"]) == {"message", "type", "code"}
+
+
+@pytest.mark.parametrize("origin", [ALLOWED_ORIGIN, "http://elsewhere.example"])
+def test_cors_allows_only_the_configured_origins(server: Server, origin: str) -> None:
+    preflight = httpx.options(
+        f"{server.url}/v1/chat/completions",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+        timeout=30.0,
+    )
+    allowed = preflight.headers.get("access-control-allow-origin")
+    assert allowed == (origin if origin == ALLOWED_ORIGIN else None)
+    r = httpx.get(f"{server.url}/v1/models", headers={**server.headers, "Origin": origin})
+    assert r.headers.get("access-control-allow-origin") == allowed
+
+
+def test_cors_is_off_unless_configured(tmp_path: Path) -> None:
+    from rag.config import Settings
+    from rag.serve.app import create_app
+    from rag.serve.config import ServeConfig
+    from rag.serve.guards import Guard
+
+    config = ServeConfig(tmp_path, Settings.model_validate({}), upload_dir=tmp_path / "up")
+    app = create_app(config, index=None)  # type: ignore[arg-type]  # routes are not called
+    assert isinstance(app, Guard)  # no CORS middleware around it
