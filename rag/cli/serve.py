@@ -27,7 +27,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "which is then required as a bearer token on every API route whatever the address.",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    s.add_argument("--port", type=_number(int, 0, 65535), default=8080, help="default 8080")
+    s.add_argument("--port", type=_number(int, 1, 65535), default=8080, help="default 8080")
     s.add_argument("--model-name", help="the model name clients use (default rag:<index name>)")
     s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages of ORIGIN to call the API (repeatable; default: none)")  # fmt: skip

@@ -70,8 +70,8 @@ class ServeConfig:
                 "RAG_API_KEY is shorter than 16 characters; use a long random string, e.g. "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"--port takes 0 to 65535, not {self.port}")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"--port takes 1 to 65535, not {self.port}")
         lim = self.limits
         for name in ("max_body_bytes", "max_upload_bytes", "max_files", "max_question_chars"):
             if getattr(lim, name) <= 0:

@@ -86,8 +86,10 @@ class Uploads:
         if dupes:
             raise ApiError(400, f"Two uploaded files are both named {dupes[0]!r}; send one.")
         with index.writing():
-            staged = [self._stage(n, data) for n, (_, data) in zip(names, files, strict=True)]
+            staged: list[_Staged] = []
             try:
+                for name, (_, content) in zip(names, files, strict=True):
+                    staged.append(self._stage(name, content))
                 report = ingest(
                     [s.final for s in staged],
                     index.index_dir,
