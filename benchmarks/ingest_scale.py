@@ -351,9 +351,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--embed-quantize",
-        choices=("none", "int8"),
-        default="none",
-        help="our embedder in rows 1-3 and 5: float (none, the default setting) or int8 ONNX",
+        choices=("auto", "none", "int8"),
+        default="auto",
+        help="our embedder in rows 1-3 and 5: the default setting (auto: int8 ONNX on a CPU), "
+        "float (none) or int8",
     )
     parser.add_argument("--index-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)

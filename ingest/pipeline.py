@@ -39,7 +39,7 @@ from rag.config import Settings
 from rag.errors import NothingIngested
 from rag.index.crashpoints import reach
 from rag.index.docstore import DocumentRecord, NewChunk
-from rag.index.manifest import Manifest
+from rag.index.manifest import Manifest, committed_embedder
 from rag.index.writer import StoreWriter, open_writer
 from rag.llm.tokens import Tokenizer, load_tokenizer
 from rag.retrieval.embeddings import Embedder
@@ -168,7 +168,8 @@ def _ingest(
     # embedder takes seconds to load. It is the one every backend's text_tokens() gives for these
     # settings, loaded without the model's weights.
     tokenizer = tokenizer or load_tokenizer(settings)
-    embedder = embedder or Embedder.from_settings(settings)
+    # embed_quantize "auto" follows the index's own embedder when there is one.
+    embedder = embedder or Embedder.from_settings(settings, committed_embedder(index_dir))
     report = IngestReport(index=str(index_dir), files_skipped=skipped)
 
     manifest = Manifest(

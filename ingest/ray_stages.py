@@ -160,7 +160,8 @@ class EmbedChunks:
 
     def __init__(self, settings_json: str, embedder_name: str) -> None:
         settings = Settings.model_validate_json(settings_json)
-        self._embedder = Embedder.from_settings(settings)
+        # embed_quantize "auto" follows the driver's decision, whatever device this node has.
+        self._embedder = Embedder.from_settings(settings, embedder_name)
         if self._embedder.name != embedder_name:
             raise RuntimeError(
                 f"the embedder on this Ray node is {self._embedder.name!r}, the index's is "

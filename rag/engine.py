@@ -70,8 +70,9 @@ class RAG:
         settings = settings or Settings.load()
         store = Store.open(index_dir)
         try:
-            # Built from every embedding setting (quantization included); loads no model yet.
-            embedder = embedder or Embedder.from_settings(settings)
+            # Built from every embedding setting (quantization included, "auto" following the
+            # index's manifest); loads no model yet.
+            embedder = embedder or Embedder.from_settings(settings, store.manifest.embedder)
             check_compatible(store.manifest, embedder=embedder.name, index_dir=Path(index_dir))
         except Exception:
             store.close()

@@ -55,7 +55,15 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def embedder(settings: Settings) -> Embedder:
-    return Embedder(settings.embedder)
+    """The embedder a new index gets by default here (on a CPU: the int8 ONNX model)."""
+    return Embedder.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def float_embedder(settings: Settings) -> Embedder:
+    """The float model: for indexes built before int8 became the CPU default, and as the
+    reference that other runtimes of the same weights must equal."""
+    return Embedder.from_settings(settings.model_copy(update={"embed_quantize": "none"}))
 
 
 @pytest.fixture(scope="session")

@@ -122,9 +122,9 @@ def evaluate_beir(
     index = build_index(data, settings, progress, index_dir)
     build_seconds = time.perf_counter() - started
     qids = sorted(data.queries, key=lambda q: (len(q), q))[:limit] if limit else list(data.queries)
-    embedder = Embedder.from_settings(settings)
     results: dict[str, dict[str, float]] = {}
     with Store.open(index) as store:
+        embedder = Embedder.from_settings(settings, store.manifest.embedder)
         for mode in modes:
             retriever = Retriever(
                 store=store,

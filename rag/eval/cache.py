@@ -22,8 +22,11 @@ def eval_index_dir(name: str, data_file: Path, settings: Settings, variant: str 
     h.update(f"|variant={variant}|tokenizer={tokenizer_name(settings)}".encode())
     for key in ("embedder", "chunk_tokens", "chunk_overlap"):
         h.update(f"|{key}={getattr(settings, key)}".encode())
-    if settings.embed_quantize != "none":  # keyed only when set, so float keys stay as they were
-        h.update(f"|embed_quantize={settings.embed_quantize}".encode())
+    from rag.retrieval.embeddings import resolve_quantize
+
+    quantize = resolve_quantize(settings)  # "auto" as a new index decides it
+    if quantize != "none":  # keyed only when int8, so float keys stay as they were
+        h.update(f"|embed_quantize={quantize}".encode())
     return settings.cache_dir / "eval" / f"{name}-{h.hexdigest()[:12]}"
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rag.errors import IndexCorrupt, IndexMismatch
+from rag.errors import IndexCorrupt, IndexMismatch, IndexNotFound
 
 # 2: chunks.heading (document title and section) in the full-text index.
 # 3: segments listed by the manifest, each with its vectors, rows and tantivy postings; deletions
@@ -113,6 +113,17 @@ def read_manifest(snapshot: Path) -> Manifest:
         return Manifest.model_validate_json((snapshot / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexCorrupt(f"Cannot read {snapshot / MANIFEST}: {exc}") from exc
+
+
+def committed_embedder(index_dir: Path) -> str | None:
+    """The embedder named by the committed manifest of ``index_dir``; None when there is no index
+    there yet or its manifest cannot be read (opening it reports why)."""
+    from rag.index.snapshots import current_snapshot
+
+    try:
+        return read_manifest(current_snapshot(Path(index_dir))).embedder
+    except (IndexCorrupt, IndexNotFound, OSError):
+        return None
 
 
 def check_compatible(manifest: Manifest, *, embedder: str, index_dir: Path) -> None:

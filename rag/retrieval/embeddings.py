@@ -5,9 +5,10 @@ on the CPU, ONNX Runtime where the model's shape allows it (faster there), else 
 Runtime, once the model's ONNX file is in the cache, nothing imports torch, transformers or
 sentence-transformers: a process that only queries starts in about a second. The int8
 variant (``embed_quantize = "int8"``, or the embedder name with the suffix ``#int8``) is the ONNX
-model dynamically quantized to int8; it always runs on the CPU. Its vectors are close to the float
-ones but not equal, so it carries its own name (``<model>#int8``) into the index manifest, and an
-index built with one is never queried with the other.
+model dynamically quantized to int8; it always runs on the CPU, and it is what a new index built
+on the CPU with the packaged model gets by default (:func:`resolve_quantize`). Its vectors are
+close to the float ones but not equal, so it carries its own name (``<model>#int8``) into the
+index manifest, and an index built with one is never queried with the other.
 """
 
 from __future__ import annotations
@@ -65,6 +66,36 @@ def canonical_embedder_name(name: str, quantize: str = "none") -> str:
     return base + INT8_SUFFIX if "int8" in (suffix, quantize) else base
 
 
+def resolve_quantize(settings: Settings, recorded: str | None = None) -> str:
+    """``settings.embed_quantize`` decided: "none" or "int8".
+
+    "auto" follows ``recorded``, the embedder name in the manifest of the index being opened or
+    written, when it names the same model (a float index stays float, an int8 index int8, so
+    indexes built before int8 became the CPU default keep working). A new index (``recorded``
+    None, or naming another model, which the manifest check then reports) gets int8 only where it
+    was measured to keep retrieval quality: the packaged default model, on the CPU, under ONNX.
+    """
+    if settings.embed_quantize != "auto":
+        return settings.embed_quantize
+    base, suffix = split_quantization(settings.embedder)
+    if suffix == "int8":
+        return "int8"
+    if recorded is not None:
+        recorded_base, recorded_quantize = split_quantization(recorded)
+        if recorded_base == canonical_embedder_name(base):
+            return recorded_quantize
+    if base not in _DEFAULT_ALIASES or settings.embed_runtime == "torch":
+        return "none"
+    if settings.embed_device == "cuda":
+        return "none"
+    if settings.embed_device == "auto":
+        if settings.device:
+            return "none" if settings.device.startswith("cuda") else "int8"
+        if cuda_available():
+            return "none"
+    return "int8"
+
+
 def cuda_available() -> bool:
     """Whether torch sees a CUDA GPU. Without an NVIDIA driver on the machine it cannot, and torch
     (seconds to import, which a query under ONNX Runtime never needs) is not asked."""
@@ -109,7 +140,8 @@ class Embedder:
     ) -> None:
         """``device``: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu" (also None,
         as before the setting existed), "cuda" or another torch device. ``quantize``: "none" or
-        "int8" (also implied by a name ending in ``#int8``). Settings give "auto" by default."""
+        "int8" (also implied by a name ending in ``#int8``). Settings decide "auto" in
+        :meth:`from_settings`."""
         if quantize not in ("none", "int8"):
             raise ConfigError(f"embed_quantize must be 'none' or 'int8', not {quantize!r}.")
         self.name = canonical_embedder_name(name, quantize)
@@ -126,7 +158,9 @@ class Embedder:
         self.calls = 0  # forward batches sent to the model; tests count re-embedding with it
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Embedder:
+    def from_settings(cls, settings: Settings, recorded: str | None = None) -> Embedder:
+        """The embedder these settings name. ``recorded``: the embedder name in the manifest of
+        the index it will read or write, which ``embed_quantize = "auto"`` follows."""
         device: str | None = settings.embed_device
         if device == "auto" and settings.device:
             device = settings.device  # the older, shared setting still names a torch device
@@ -135,7 +169,7 @@ class Embedder:
             device,
             runtime=settings.embed_runtime,
             cache_dir=settings.cache_dir,
-            quantize=settings.embed_quantize,
+            quantize=resolve_quantize(settings, recorded),
         )
 
     @cached_property

@@ -35,7 +35,10 @@ def documents_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_ingest_ask_info_on_the_shared_documents(
-    documents_index: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    documents_index: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    embedder: Embedder,
 ) -> None:
     monkeypatch.chdir(documents_index.parent)
     code, out, _ = _run(capsys, "ingest", str(DOCUMENTS), "--index", str(documents_index), "--json")
@@ -52,7 +55,7 @@ def test_ingest_ask_info_on_the_shared_documents(
     assert code == 0
     assert info["chunks"] == report["chunks_total"]
     assert info["documents"] == report["documents_total"]
-    assert info["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["embedder"] == embedder.name  # the default (on a CPU: the int8 model)
     assert info["dimension"] == 384
     assert info["index_type"] == "segments"
     assert [s["vectors"] for s in info["segments"]] == ["flat"]

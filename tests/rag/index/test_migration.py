@@ -89,6 +89,12 @@ def legacy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def embedder(float_embedder: Embedder) -> Embedder:
+    """The schema-2 index was built in float, before int8 became the CPU default."""
+    return float_embedder
+
+
+@pytest.fixture(scope="module")
 def old_rows() -> dict[int, tuple[object, ...]]:
     return _old_rows(FIXTURE / OLD_SNAPSHOT)
 

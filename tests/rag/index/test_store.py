@@ -25,7 +25,7 @@ from rag.index.manifest import INDEX_TYPE, SCHEMA_VERSION, Manifest
 from rag.index.reader import Store
 from rag.index.writer import StoreWriter, open_writer
 from rag.llm.tokens import tokenizer_name
-from rag.retrieval.embeddings import Embedder
+from rag.retrieval.embeddings import Embedder, resolve_quantize, split_quantization
 
 DIM = 16
 
@@ -45,7 +45,11 @@ def test_manifest_records_provenance(
     with Store.open(index) as store:
         m = store.manifest
         on_disk = json.loads((store.snapshot / "manifest.json").read_text(encoding="utf-8"))
-    assert m.embedder == embedder.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert m.embedder == embedder.name
+    assert split_quantization(m.embedder) == (
+        "sentence-transformers/all-MiniLM-L6-v2",
+        resolve_quantize(settings),
+    )
     assert m.dimension == embedder.dimension == 384
     assert m.normalized is True
     assert m.tokenizer == tokenizer_name(settings)

@@ -8,7 +8,8 @@ import numpy as np
 from rag.retrieval.embeddings import Embedder
 
 
-def test_onnx_runtime_matches_torch(embedder: Embedder) -> None:
+def test_onnx_runtime_matches_torch(float_embedder: Embedder) -> None:
+    embedder = float_embedder
     texts = [
         "short",
         "The Transformer relies entirely on self-attention to compute representations.",

@@ -67,11 +67,12 @@ def test_shapes_other_than_transformer_pooling_normalize_stay_on_torch(tmp_path:
 
 
 def test_onnx_only_vectors_equal_sentence_transformers(
-    embedder: Embedder, shared_data: Path
+    float_embedder: Embedder, shared_data: Path
 ) -> None:
     """A new embedder on the cached ONNX file never loads the sentence-transformers model, and its
     vectors of real texts equal the torch model's to 1e-5, so an index built either way answers
     the same."""
+    embedder = float_embedder
     texts = _real_texts(shared_data)
     embedder.embed(["make sure the ONNX file exists"])
     fresh = Embedder(embedder.name, cache_dir=embedder.cache_dir)
