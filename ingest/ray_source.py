@@ -95,6 +95,26 @@ class RaySource:
         self._renames = renames
         self._local_parser = setup
         self._count = len(candidates)
+        self._saved: tuple[bool, bool] | None = None
+        try:
+            self._ds = self._dataset(
+                candidates, known, settings, setup, limits, embedder_name, workers
+            )
+        except BaseException:
+            self.close()  # a cluster started here ends here, not with the process
+            raise
+
+    def _dataset(
+        self,
+        candidates: Sequence[Path | TextDocument],
+        known: dict[str, DocumentRecord],
+        settings: Settings,
+        setup: ParserSetup,
+        limits: Limits,
+        embedder_name: str,
+        workers: int | None,
+    ) -> Any:
+        ray = self._ray
         # Ray Data's options for this process, put back by close() for the caller's own datasets.
         data = self._data = ray.data.DataContext.get_current()
         self._saved = (data.execution_options.preserve_order, data.enable_progress_bars)
@@ -110,7 +130,7 @@ class RaySource:
             }
             for n, c in enumerate(candidates)
         ]
-        moved = frozenset(renames)
+        moved = frozenset(self._renames)
         blocks = _blocks(len(rows), plan.parse_tasks)
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
         # Ray Data retries a task whose worker died and restarts a dead actor (its defaults).
@@ -120,7 +140,7 @@ class RaySource:
             num_cpus=plan.parse_cpus,
             compute=ray.data.TaskPoolStrategy(size=plan.parse_tasks),
         )
-        self._ds = ds.map_batches(
+        ds = ds.map_batches(
             EmbedChunks,
             fn_constructor_kwargs={
                 "settings_json": settings.model_dump_json(),
@@ -133,6 +153,7 @@ class RaySource:
             num_gpus=plan.actor_gpus,
         )
         log.info("Ingesting on Ray: %s", plan)
+        return ds
 
     def __iter__(self) -> Iterator[Work]:
         work: Work | None = None
@@ -175,8 +196,12 @@ class RaySource:
         return True
 
     def close(self) -> None:
-        self._data.execution_options.preserve_order, self._data.enable_progress_bars = self._saved
+        if self._saved is not None:
+            options = self._data
+            options.execution_options.preserve_order, options.enable_progress_bars = self._saved
+            self._saved = None
         if self._started:
+            self._started = False
             self._ray.shutdown()
 
     def __enter__(self) -> RaySource:
