@@ -66,8 +66,16 @@ def citations_of(answer: Answer) -> list[dict[str, Any]]:
     return dumped
 
 
+def usage_of(answer: Answer) -> dict[str, int]:
+    u = answer.usage
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
 def completion(answer: Answer, model: str, completion_id: str) -> dict[str, Any]:
-    usage = answer.usage
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -81,11 +89,7 @@ def completion(answer: Answer, model: str, completion_id: str) -> dict[str, Any]
                 "logprobs": None,
             }
         ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        },
+        "usage": usage_of(answer),
         "citations": citations_of(answer),
         "abstained": answer.abstained,
     }
@@ -98,6 +102,7 @@ def chunk(
     delta: dict[str, Any],
     finish_reason: str | None = None,
     answer: Answer | None = None,
+    usage: bool = False,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": completion_id,
@@ -109,6 +114,8 @@ def chunk(
     if answer is not None:
         data["citations"] = citations_of(answer)
         data["abstained"] = answer.abstained
+        if usage:
+            data["usage"] = usage_of(answer)
     return data
 
 

@@ -93,7 +93,9 @@ def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | S
             delta: dict[str, Any], finish: str | None = None, answer: Answer | None = None
         ) -> bytes:
             return completions.event(
-                completions.chunk(completion_id, model, created, delta, finish, answer)
+                completions.chunk(
+                    completion_id, model, created, delta, finish, answer, req.include_usage
+                )
             )
 
         # The lease is taken here, not before: a stream that never starts holds none.

@@ -118,8 +118,13 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool = False
     n: int | None = Field(None, ge=1, le=1)
+    stream_options: dict[str, Any] | None = None  # {"include_usage": true}: usage in the last chunk
     # Not OpenAI's: restricts the passages, as /v1/ask's filters do.
     filters: FilterSpec | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
 
     def overrides(self) -> dict[str, Any]:
         values = {

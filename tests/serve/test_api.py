@@ -79,9 +79,13 @@ def test_chat_completion_is_cited(server: Server) -> None:
 
 def test_streamed_chat_completion_ends_with_the_citations(server: Server) -> None:
     stream = _openai(server).chat.completions.create(
-        model=_model(server), messages=[{"role": "user", "content": QUESTION}], stream=True
+        model=_model(server),
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
+    assert chunks[-1].usage is not None and all(c.usage is None for c in chunks[:-1])
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text and "[" in text
     last = chunks[-1]
