@@ -21,7 +21,8 @@ class Served:
     ingest_workers: int | None = 1
 
 
-def served(request: Request) -> Served:
+async def served(request: Request) -> Served:
+    # async: FastAPI would run a plain function in its thread pool, for a lookup.
     found: Served = request.app.state.served
     return found
 

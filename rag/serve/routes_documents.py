@@ -71,8 +71,10 @@ def index_info(ctx: Ctx) -> dict[str, Any]:
         return describe(rag.store, str(ctx.index.index_dir))
 
 
+# The two cheap routes run on the event loop, not in the thread pool, so that they answer even
+# while every worker thread waits on a slow model.
 @router.get("/v1/models")
-def models(ctx: Ctx) -> dict[str, Any]:
+async def models(ctx: Ctx) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
@@ -87,7 +89,7 @@ def models(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
