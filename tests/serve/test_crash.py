@@ -18,7 +18,7 @@ import pytest
 from ingest import IngestReport
 from rag.cli import main
 from rag.index.reader import Store
-from tests.serve.conftest import Server, copy_index
+from tests.serve.conftest import API_KEY, Server, copy_index
 
 POINTS = (
     "ingest-file-stored",  # the upload's chunks written into the new segment
@@ -46,7 +46,13 @@ def test_sigkill_during_an_upload_leaves_the_index_as_it_was(
     index = copy_index(built_index[0], tmp_path / "index")
     before = _state(index)
     marker = tmp_path / "paused"
-    server = Server(index, tmp_path, env={"RAG_PAUSE_AT": point, "RAG_PAUSE_FILE": str(marker)})
+    # One server without a key: on loopback every route then answers without one.
+    server = Server(
+        index,
+        tmp_path,
+        api_key=API_KEY if point == POINTS[-1] else None,
+        env={"RAG_PAUSE_AT": point, "RAG_PAUSE_FILE": str(marker)},
+    )
     failures: list[BaseException] = []
 
     def upload() -> None:
