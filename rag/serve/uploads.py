@@ -1,7 +1,7 @@
 """Uploaded files into the served index, through the normal ingest pipeline and writer lock.
 
 A client's file name is data, never a path: it is reduced to one component of letters, digits,
-``.``, ``-``, ``_`` and spaces (``../../etc/passwd`` becomes ``passwd``), and the server writes
+``.``, ``-``, ``_`` and spaces (``../../etc/passwd.txt`` becomes ``passwd.txt``), and the server writes
 the bytes under that name in a directory of its own (one per index, so that a file uploaded again
 replaces its document). The bytes are first written under a generated name and renamed into place
 just before the ingest; a file the ingest skips, or a failed ingest, puts the previous file back.
@@ -27,7 +27,8 @@ from rag.serve.state import WarmIndex
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._\- ]+")
+# Letters and digits of any script, "_", ".", "-" and spaces; never a separator or control.
+_UNSAFE = re.compile(r"[^\w.\- ]+")
 _MAX_NAME = 120
 _INCOMING = ".incoming-"
 _PREVIOUS = ".previous-"

@@ -126,6 +126,8 @@ def test_an_upload_sent_in_chunks_over_the_limit_is_413(server: Server) -> None:
         ("/etc/passwd.txt", "passwd.txt"),
         ("..\\..\\windows.md", "windows.md"),
         ("we!rd$name.TXT", "we_rd_name.txt"),
+        ("résumé 2024.md", "résumé 2024.md"),
+        ("a\u202etxt.md", "a_txt.md"),  # a right-to-left override is not shown as given
     ],
 )
 def test_a_client_file_name_is_never_a_path(
