@@ -6,7 +6,10 @@ question the passages are retrieved once (hybrid, top_k 4) and every candidate s
 are recorded (:func:`rag.extract.candidates`); then, on the tune half only:
 
 1. the weights of the signals, the margin for further sentences and their number are chosen for
-   the best mean token F1 on the answerable questions (ties: the simpler, fewer sentences);
+   the best mean token F1 on the answerable questions (ties: the simpler, fewer sentences); then
+   how much of each chosen sentence to quote (``min_question_words`` of
+   :func:`rag.spans.answer_span`: the sentence whole, or less the runs at its edges that restate
+   the question), for the best F1 again;
 2. the sentence-level threshold (``extract_min_score``) is the one that maximises balanced
    accuracy between answering the answerable questions and abstaining on the held-out ones
    (questions whose article is deleted from a copy of the index: on-topic passages that do not
@@ -51,6 +54,7 @@ WEIGHT_GRID = {
 }
 MARGINS = (0.0, 0.02, 0.05)
 MAX_SENTENCES = (1, 2, 3)
+TRIMS = (None, 1, 2, 3)
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Item:
     half: str  # "tune", "report"
     weak: bool
     found: list[Candidate]
+    text: str = ""
 
 
 def collect(rag: RAG, question: str, abstain_below: float | None) -> tuple[bool, list[Candidate]]:
@@ -70,24 +75,29 @@ def collect(rag: RAG, question: str, abstain_below: float | None) -> tuple[bool,
     return weak, ([] if weak else candidates(question, passages, rag.embedder))
 
 
-def answer_of(item: Item, w: Weights, margin: float, n: int, threshold: float | None) -> Any:
-    """(abstained, text, quotes) as extract mode would answer with these parameters."""
+def answer_of(
+    item: Item, w: Weights, margin: float, n: int, threshold: float | None, trim: int | None = None
+) -> Any:
+    """(abstained, text, quotes) as extract mode would answer with these parameters (``trim``:
+    ``min_question_words`` of :func:`rag.spans.answer_span`, None to quote whole sentences)."""
     if item.weak or not item.found:
         return True, "", []
     chosen = choose(item.found, weights=w, margin=margin, max_sentences=n)
     if threshold is not None and chosen[0][1] < threshold:
         return True, "", []
-    quotes = [to_quote(c, s) for c, s in chosen]
+    quotes = [to_quote(c, s, item.text, trim) for c, s in chosen]
     return False, " ".join(f"{' '.join(x.text.split())} [{x.n}]" for x in quotes), quotes
 
 
-def metrics(items: list[Item], w: Weights, margin: float, n: int, t: float | None) -> dict:
+def metrics(
+    items: list[Item], w: Weights, margin: float, n: int, t: float | None, trim: int | None = None
+) -> dict:
     out: dict[str, Any] = {}
     answerable = [i for i in items if i.kind == "answerable"]
     f1 = sentence = cited = cited_ok = abstained = 0.0
     for item in answerable:
         assert item.q is not None
-        gone, text, quotes = answer_of(item, w, margin, n, t)
+        gone, text, quotes = answer_of(item, w, margin, n, t, trim)
         abstained += gone
         if gone:
             continue
@@ -105,7 +115,7 @@ def metrics(items: list[Item], w: Weights, margin: float, n: int, t: float | Non
     )
     for kind in ("heldout", "offtopic"):
         group = [i for i in items if i.kind == kind]
-        hits = sum(answer_of(i, w, margin, n, t)[0] for i in group)
+        hits = sum(answer_of(i, w, margin, n, t, trim)[0] for i in group)
         out[f"{kind}_questions"] = len(group)
         out[f"{kind}_abstention_recall"] = round(hits / len(group), 4) if group else None
         out[f"{kind}_abstention_precision"] = (
@@ -135,7 +145,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--data", type=Path, default=COVIDQA, help="SQuAD-format file")
     args = parser.parse_args()
-    settings = Settings.model_validate({})
+    # The float embedder, as in the figures recorded so far (int8 ranks sentences slightly apart).
+    settings = Settings.model_validate({"embed_quantize": "none"})
     contexts, questions = load_squad(args.data)
     index = eval_index_dir(f"squad-{args.data.stem}", args.data, settings, "paragraphs")
     cached_index(
@@ -155,7 +166,13 @@ def main() -> int:
             if q.impossible:
                 continue
             items.append(
-                Item(q, "answerable", half(q.source), *collect(rag, q.text, settings.abstain_below))
+                Item(
+                    q,
+                    "answerable",
+                    half(q.source),
+                    *collect(rag, q.text, settings.abstain_below),
+                    text=q.text,
+                )
             )
         for i, text in enumerate(OFF_TOPIC_QUESTIONS):
             items.append(
@@ -164,6 +181,7 @@ def main() -> int:
                     "offtopic",
                     "tune" if i % 2 else "report",
                     *collect(rag, text, settings.abstain_below),
+                    text=text,
                 )
             )
         embedder = rag.embedder
@@ -173,7 +191,11 @@ def main() -> int:
             if q.source in held_set:
                 items.append(
                     Item(
-                        q, "heldout", half(q.source), *collect(rag, q.text, settings.abstain_below)
+                        q,
+                        "heldout",
+                        half(q.source),
+                        *collect(rag, q.text, settings.abstain_below),
+                        text=q.text,
                     )
                 )
     seconds = time.perf_counter() - t0
@@ -202,6 +224,13 @@ def main() -> int:
                 best = (f1_n, margin, n)
     _, margin, n = best
     print(f"weights {w}, margin {margin}, sentences {n}: tune F1 {best[0]:.4f}")
+    # Then how much of the chosen sentences to quote: whole (None), or less the edge runs that
+    # restate the question (rag.spans.answer_span), for the best F1 with those sentences.
+    trims: dict[int | None, float] = {
+        t: metrics(tune_answerable, w, margin, n, None, t)["f1"] for t in TRIMS
+    }
+    trim = max(TRIMS, key=lambda t: (trims[t], t is None))
+    print(f"quote trimmed at runs of {trim} question words: tune F1 {trims[trim]:.4f} {trims}")
 
     # Balanced accuracy of the sentence threshold: answerable vs held-out questions of the tune half.
     pos = [best_score(i, w) for i in tune if i.kind == "answerable"]
@@ -219,14 +248,18 @@ def main() -> int:
         "weights": w.__dict__,
         "margin": margin,
         "max_sentences": n,
+        "min_question_words": trim,
+        "tune_f1_by_min_question_words": {str(k): v for k, v in trims.items()},
         "extract_min_score": threshold,
         "tune_balanced_accuracy": round(balanced, 4),
         "abstain_below": settings.abstain_below,
         "heldout_documents": len(held),
         "seconds_per_question": round(seconds / len(items), 4),
-        "tune": metrics(tune, w, margin, n, threshold),
-        "report": metrics(report, w, margin, n, threshold),
-        "report_without_threshold": metrics(report, w, margin, n, None),
+        "tune": metrics(tune, w, margin, n, threshold, trim),
+        "report": metrics(report, w, margin, n, threshold, trim),
+        "report_without_threshold": metrics(report, w, margin, n, None, trim),
+        "tune_whole_sentences": metrics(tune, w, margin, n, threshold),
+        "report_whole_sentences": metrics(report, w, margin, n, threshold),
     }
     print(
         json.dumps({k: result[k] for k in ("tune", "report", "report_without_threshold")}, indent=1)

@@ -17,10 +17,12 @@ with exact spans) is scored by a weighted sum of
 
 A sentence that ends with a colon introduces what follows and is never quoted.
 
-The best sentence is quoted, with up to two more that score within ``margin`` of it. The answer
-abstains by the passage rule of generate mode (no passage reaches ``abstain_below``) and when the
-best sentence scores below ``min_score``. Weights, margin and threshold were tuned on one half of
-COVID-QA and reported on the other (benchmarks/calibrate_extract.py).
+The best sentence is chosen, with up to two more that score within ``margin`` of it. Of each, the
+part that answers is quoted (:func:`rag.spans.answer_span`): the sentence less the runs at its
+edges that only restate the question, still an exact substring with exact character spans. The
+answer abstains by the passage rule of generate mode (no passage reaches ``abstain_below``) and
+when the best sentence scores below ``min_score``. Weights, margin, trimming and threshold were
+tuned on one half of COVID-QA and reported on the other (benchmarks/calibrate_extract.py).
 """
 
 from __future__ import annotations
@@ -36,23 +38,13 @@ import numpy as np
 
 from rag.answer import Answer, Citation, Quote
 from rag.sentences import Sentence, split_sentences
+from rag.spans import MIN_QUESTION_WORDS, answer_span, terms
 
 # Sentences with fewer words are headings or fragments: context for neighbours, never quoted.
 MIN_WORDS = 4
 FULL_WORDS = 20
 MAX_SENTENCES = 3
 
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further
-    had has have having he her here hers him his how i if in into is it its itself me more most
-    my no nor not of off on once only or other our out over own same she should so some such
-    than that the their them then there these they this those through to too under until up
-    very was we were what when where which while who whom why will with would you your
-    """.split()  # noqa: SIM905  (a word list reads better as words)
-)
-_TOKEN = re.compile(r"[a-z0-9]+")
 _ASKS_NUMBER = re.compile(
     r"\b(?:how (?:many|much|long|old|often|far|large|big|high|small|fast|soon|frequently)|"
     r"when|what (?:year|percentage|proportion|fraction|number|age|date|time|rate|ratio|size|dose)|"
@@ -204,7 +196,7 @@ def extract_answer(
         chosen = choose(candidates(query or question, passages, embedder))
         if chosen and min_score is not None and chosen[0][1] < min_score:
             chosen = []
-    quotes = [to_quote(c, score) for c, score in chosen]
+    quotes = [to_quote(c, score, query or question) for c, score in chosen]
     cited: dict[int, Citation] = {}
     for c, _ in chosen:
         cited.setdefault(c.passage.n, c.passage)
@@ -221,17 +213,28 @@ def extract_answer(
     )
 
 
-def to_quote(c: Candidate, score: float) -> Quote:
+def to_quote(
+    c: Candidate,
+    score: float,
+    question: str | None = None,
+    min_question_words: int | None = MIN_QUESTION_WORDS,
+) -> Quote:
+    """The quote of a chosen sentence: with ``question``, the part of it that answers
+    (:func:`rag.spans.answer_span`), else the whole sentence."""
     p, s = c.passage, c.sentence
+    a, b = (0, len(s.text))
+    if question is not None:
+        a, b = answer_span(terms(question), s.text, min_question_words)
+    start, end = s.start + a, s.start + b
     return Quote(
         n=p.n,
-        text=s.text,
+        text=s.text[a:b],
         source=p.source,
         page=p.page,
-        start=s.start,
-        end=s.end,
-        doc_start=p.start + s.start,
-        doc_end=p.start + s.end,
+        start=start,
+        end=end,
+        doc_start=p.start + start,
+        doc_end=p.start + end,
         score=round(score, 4),
     )
 
@@ -240,24 +243,12 @@ def _quotable(s: Sentence) -> bool:
     return s.words >= MIN_WORDS and not s.text.endswith(":")
 
 
-def _terms(text: str) -> set[str]:
-    """Content words, lower-cased, with a plural 's' dropped so that 'vaccines' meets 'vaccine'."""
-    out = set()
-    for t in _TOKEN.findall(text.lower()):
-        if t in STOPWORDS:
-            continue
-        if len(t) > 3 and t.endswith("s") and not t.endswith("ss"):
-            t = t[:-1]
-        out.add(t)
-    return out
-
-
 def _lexical_scores(question: str, texts: Sequence[str]) -> list[float]:
     """The idf-weighted share of the question's terms each text holds, 0 to 1."""
-    q = _terms(question)
+    q = terms(question)
     if not q:
         return [0.0] * len(texts)
-    sets = [_terms(t) for t in texts]
+    sets = [terms(t) for t in texts]
     df = Counter(t for s in sets for t in s if t in q)
     n = len(texts)
     idf = {t: math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in q}
