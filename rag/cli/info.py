@@ -17,40 +17,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from rag.index.reader import Store
+    from rag.index.summary import describe
 
     settings = _settings(args)
     with Store.open(settings.index_dir) as store:
-        m = store.manifest
-        docs, chunks = store.counts()
-        data: dict[str, Any] = {
-            "index": str(settings.index_dir),
-            "snapshot": store.snapshot.name,
-            "documents": docs,
-            "chunks": chunks,
-            "embedder": m.embedder,
-            "dimension": m.dimension,
-            "index_type": m.index_type,
-            "tokenizer": m.tokenizer,
-            "chunk_tokens": m.chunk_tokens,
-            "chunk_overlap": m.chunk_overlap,
-            "schema_version": m.schema_version,
-            "segments": [
-                {
-                    "name": i.name,
-                    "chunks": i.live_chunks,
-                    "deleted_chunks": i.deleted_chunks,
-                    "vectors": i.vectors.kind,
-                }
-                for i in m.segments
-            ],
-            "created_at": m.created_at,
-            "updated_at": m.updated_at,
-        }
-        if args.sources or args.json:
-            data["sources"] = [
-                {"source": d.source, "kind": d.kind, "pages": d.pages, "chunks": d.chunks}
-                for d in store.documents()
-            ]
+        data = describe(store, str(settings.index_dir), sources=args.sources or args.json)
     if args.json:
         print_json(data)
         return 0

@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from rag.index.documents import delete_documents
-from rag.index.reader import Store
+from rag.index.summary import describe
 from rag.serve.context import Ctx
 from rag.serve.errors import ApiError
 
@@ -91,37 +91,3 @@ async def models(ctx: Ctx) -> dict[str, Any]:
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def describe(store: Store, index: str) -> dict[str, Any]:
-    """The fields of ``rag info --json``."""
-    m = store.manifest
-    docs, chunks = store.counts()
-    return {
-        "index": index,
-        "snapshot": store.snapshot.name,
-        "documents": docs,
-        "chunks": chunks,
-        "embedder": m.embedder,
-        "dimension": m.dimension,
-        "index_type": m.index_type,
-        "tokenizer": m.tokenizer,
-        "chunk_tokens": m.chunk_tokens,
-        "chunk_overlap": m.chunk_overlap,
-        "schema_version": m.schema_version,
-        "segments": [
-            {
-                "name": i.name,
-                "chunks": i.live_chunks,
-                "deleted_chunks": i.deleted_chunks,
-                "vectors": i.vectors.kind,
-            }
-            for i in m.segments
-        ],
-        "created_at": m.created_at,
-        "updated_at": m.updated_at,
-        "sources": [
-            {"source": d.source, "kind": d.kind, "pages": d.pages, "chunks": d.chunks}
-            for d in store.documents()
-        ],
-    }
