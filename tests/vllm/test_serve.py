@@ -1,8 +1,7 @@
 """A generated, cited chat answer through ``rag serve`` in front of a real vLLM server.
 
-The vLLM session server is the one of ``tests/vllm/conftest.py`` (imported here, so that it is
-started only when a test asks for it); without ``.venv-vllm`` this skips, unless
-RAG_REQUIRE_VLLM=1, which makes it fail.
+It lives beside the other vLLM tests, so that one vLLM session server (``tests/vllm/conftest.py``)
+serves them all; without ``.venv-vllm`` this skips, unless RAG_REQUIRE_VLLM=1, which makes it fail.
 """
 
 from __future__ import annotations
@@ -14,16 +13,15 @@ import pytest
 from ingest import IngestReport
 from rag.llm.default_model import DEFAULT_MODEL_NAME
 from rag.llm.serve import VLLMServer
-from tests.serve.conftest import API_KEY, Server, copy_index
-from tests.vllm.conftest import served_model_dir, vllm_python, vllm_server  # noqa: F401
+from tests.serve.conftest import API_KEY, Server, copy_index, serve_extra  # noqa: F401
 
 pytestmark = pytest.mark.vllm
 
 
 def test_chat_completion_generated_by_vllm_is_cited(
-    serve_extra: None,
+    serve_extra: None,  # noqa: F811
     built_index: tuple[Path, IngestReport],
-    vllm_server: VLLMServer,  # noqa: F811
+    vllm_server: VLLMServer,
     tmp_path: Path,
 ) -> None:
     from openai import OpenAI
