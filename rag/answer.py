@@ -74,19 +74,20 @@ class Citation(BaseModel):
 
 
 class Quote(BaseModel):
-    """A sentence an extractive answer quotes: ``text`` is exactly ``passage.text[start:end]``."""
+    """What an extractive answer quotes: a sentence, or the part of it that answers (its edges
+    that only restate the question left out); ``text`` is exactly ``passage.text[start:end]``."""
 
     n: int = Field(description="Number of the passage it is quoted from (its citation's n).")
-    text: str = Field(description="The sentence, verbatim.")
+    text: str = Field(description="The quoted sentence or part of it, verbatim.")
     source: str = Field(description="Path of the source file.")
     page: int | None = Field(None, description="1-based physical page (PDF), None for text files.")
-    start: int = Field(description="Character offset of the sentence in the passage text.")
-    end: int = Field(description="Character offset where the sentence ends in the passage text.")
+    start: int = Field(description="Character offset of the quote in the passage text.")
+    end: int = Field(description="Character offset where the quote ends in the passage text.")
     doc_start: int = Field(
-        description="Character offset of the sentence in its page text (the file's text when it "
+        description="Character offset of the quote in its page text (the file's text when it "
         "has no pages): the passage's start plus start."
     )
-    doc_end: int = Field(description="Character offset where the sentence ends in its page text.")
+    doc_end: int = Field(description="Character offset where the quote ends in its page text.")
     score: float = Field(
         description="How well the sentence answers the question (extract mode's ranking score)."
     )
