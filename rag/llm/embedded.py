@@ -1,5 +1,5 @@
 """The embedded default: a transformers causal LM run in-process on the CPU, with no server and no
-network (the packaged SmolLM2-135M-Instruct unless configured otherwise)."""
+network (the packaged SmolLM2-135M-Instruct unless ``llm_model`` names another packaged model)."""
 
 from __future__ import annotations
 
@@ -52,22 +52,24 @@ class EmbeddedBackend(ChatTemplateTokens):
 
     @classmethod
     def shared(cls, settings: Settings) -> EmbeddedBackend:
-        """The backend for ``settings``; the model is loaded once per directory and process."""
-        from rag.llm.default_model import DEFAULT_MODEL_NAME, unpacked_dir
+        """The backend for ``settings``; the model is loaded once per directory and process.
 
-        target = str(unpacked_dir(settings.cache_dir))
-        return cls(target, DEFAULT_MODEL_NAME, settings, unpack=True)
+        ``llm_model = "embedded:NAME"`` picks another packaged model than the default."""
+        from rag.llm.default_model import embedded_model, unpacked_dir
+
+        name = embedded_model(settings).name
+        return cls(str(unpacked_dir(settings.cache_dir, name)), name, settings, unpack=True)
 
     @property
     def model_name(self) -> str:
         return self._name
 
     def _files(self) -> str:
-        """The model directory, unpacked first when it is the default model's and not yet there."""
+        """The model directory, unpacked first when it is a packaged model's and not yet there."""
         if self._unpack:
-            from rag.llm.default_model import export_default_model
+            from rag.llm.default_model import MODELS, export_default_model
 
-            export_default_model(Path(self.model_dir))
+            export_default_model(Path(self.model_dir), MODELS[self._name])
         return self.model_dir
 
     @cached_property
