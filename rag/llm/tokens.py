@@ -82,11 +82,11 @@ def tokenizer_name(settings: Settings) -> str:
 
     Raises :class:`ConfigError` when the settings name a served model whose tokenizer is unknown.
     """
-    from rag.llm.default_model import DEFAULT_MODEL_NAME
+    from rag.llm.default_model import embedded_model
 
     if settings.tokenizer:
         return settings.tokenizer
-    return _reading_model(settings) or DEFAULT_MODEL_NAME
+    return _reading_model(settings) or embedded_model(settings).name
 
 
 def load_tokenizer(settings: Settings) -> Tokenizer:
@@ -102,7 +102,9 @@ def load_tokenizer(settings: Settings) -> Tokenizer:
         return _load_named(settings.tokenizer)
     model = _reading_model(settings)
     if model is None:
-        return default_model_tokenizer(settings.cache_dir)
+        from rag.llm.default_model import embedded_model
+
+        return default_model_tokenizer(settings.cache_dir, embedded_model(settings).name)
     try:
         return model_tokenizer(model, offline=True)
     except ModelUnavailable as exc:
@@ -122,12 +124,17 @@ _NAME_A_TOKENIZER = (
 
 
 def _reading_model(settings: Settings) -> str | None:
-    """The model, other than the embedded default, that will read the chunks; None: the default.
+    """The model, other than a packaged one, that will read the chunks; None: the packaged model
+    (``llm_model = "embedded:NAME"``, or the default).
 
     Mirrors the backend choice of :func:`rag.llm.factory.make_backend`.
     """
+    from rag.llm.default_model import EMBEDDED_PREFIX
+
     backend = settings.llm_backend
     if backend == "vllm":
+        if (settings.llm_model or "").startswith(EMBEDDED_PREFIX):
+            return None  # vLLM runs the exported packaged model
         return settings.llm_model  # None: vLLM runs the exported default model
     if backend == "server" or (backend == "auto" and settings.llm_url):
         if not settings.llm_model:
@@ -146,17 +153,27 @@ def model_tokenizer(source: str, name: str | None = None, *, offline: bool = Fal
     return _load_hf(source, name or source, offline, None)
 
 
-def default_model_tokenizer(cache_dir: Path) -> HFTokenizer:
-    """The embedded default model's tokenizer, without loading the model's weights: from the
-    unpacked model directory, or, before the model's first use has unpacked it, straight from the
-    GGUF file (the same vocabulary: the directory's tokenizer is saved from it)."""
-    from rag.llm.default_model import DEFAULT_MODEL_NAME, gguf_path, unpacked_dir
+def default_model_tokenizer(cache_dir: Path, name: str | None = None) -> HFTokenizer:
+    """The tokenizer of a packaged model (``name``; None: the default), without loading the
+    model's weights: from the unpacked model directory, or, before the model's first use has
+    unpacked it, straight from the GGUF file (the same vocabulary: the directory's tokenizer is
+    saved from it). A GGUF file split over packages is unpacked first."""
+    from rag.llm.default_model import (
+        DEFAULT_MODEL_NAME,
+        MODELS,
+        export_default_model,
+        gguf_path,
+        unpacked_dir,
+    )
 
-    target = unpacked_dir(cache_dir)
+    model = MODELS[name or DEFAULT_MODEL_NAME]
+    target = unpacked_dir(cache_dir, model.name)
+    if model.assembled:
+        export_default_model(target, model)
     if (target / "config.json").is_file():
-        return model_tokenizer(str(target), DEFAULT_MODEL_NAME, offline=True)
-    gguf = gguf_path()
-    return _load_hf(str(gguf.parent), DEFAULT_MODEL_NAME, True, gguf.name)
+        return model_tokenizer(str(target), model.name, offline=True)
+    gguf = gguf_path(model)
+    return _load_hf(str(gguf.parent), model.name, True, gguf.name)
 
 
 @lru_cache(maxsize=8)

@@ -73,12 +73,16 @@ class VLLMBackend(ChatTemplateTokens):
     @classmethod
     def shared(cls, settings: Settings) -> VLLMBackend:
         """The backend for ``settings``; the engine is loaded once per model and window."""
-        if settings.llm_model:
-            model, name = settings.llm_model, settings.llm_model
-        else:
-            from rag.llm.default_model import DEFAULT_MODEL_NAME, default_model_dir
+        from rag.llm.default_model import EMBEDDED_PREFIX
 
-            model, name = str(default_model_dir(settings.cache_dir)), DEFAULT_MODEL_NAME
+        if settings.llm_model and not settings.llm_model.startswith(EMBEDDED_PREFIX):
+            model, name = settings.llm_model, settings.llm_model
+        else:  # a packaged model ("embedded:NAME", or the default), exported once
+            from rag.llm.default_model import embedded_model, export_default_model, unpacked_dir
+
+            packaged = embedded_model(settings)
+            name = packaged.name
+            model = str(export_default_model(unpacked_dir(settings.cache_dir, name), packaged))
         return cls(model, name, settings.context_window, settings)
 
     def _engine(self) -> tuple[Any, threading.Lock]:

