@@ -16,6 +16,8 @@ ONNX file exists) and under torch (``RAG_EMBED_RUNTIME=torch``: sentence-transfo
 query process loaded it before); ``--baseline DIR`` adds the same cases run on another checkout of
 the toolkit (``git archive REF | tar -x -C DIR``), as it was. Medians of ``--repeats`` runs; the
 runs of all variants are interleaved, so that load on a shared machine falls on each alike.
+The int8 embedder (the CPU default for a new index) runs under ONNX Runtime only, so the torch
+variants are measured only on a float index (``RAG_EMBED_QUANTIZE=none rag ingest ...``).
 
     .venv/bin/rag ingest docs --index /tmp/demo-index
     .venv/bin/python benchmarks/cold_start.py --index /tmp/demo-index \
@@ -110,9 +112,10 @@ def run_ask(
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    variants = [("current", runtime, None) for runtime in RUNTIMES]
+    runtimes = [r for r in RUNTIMES if r != "torch" or not args.int8]
+    variants = [("current", runtime, None) for runtime in runtimes]
     if args.baseline:
-        variants += [("baseline", runtime, args.baseline.resolve()) for runtime in RUNTIMES]
+        variants += [("baseline", runtime, args.baseline.resolve()) for runtime in runtimes]
     runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:  # no ./rag.toml, and not the checkout on sys.path
         cwd = Path(tmp)
@@ -208,6 +211,11 @@ def main() -> None:
     if not (args.index / "CURRENT").exists() and not (args.index / "manifest.json").exists():
         sys.exit(f"No index at {args.index}: .venv/bin/rag ingest docs --index {args.index}")
     args.index = args.index.resolve()
+    from rag.index.manifest import committed_embedder
+
+    args.int8 = (committed_embedder(args.index) or "").endswith("#int8")
+    if args.int8:
+        print("int8 index: ONNX Runtime only (build a float index to time the torch embedder)")
     result = measure(args)
     print_table(result)
     if args.json:
