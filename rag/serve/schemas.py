@@ -41,7 +41,17 @@ class FilterSpec(_Strict):
         return None if f.is_empty() else f
 
 
-class Overrides(_Strict):
+class _RetrievalSettings(_Strict):
+    """The per-call retrieval settings, shared by ``/v1/retrieve`` and ``/v1/ask``."""
+
+    retrieval_mode: Literal["dense", "lexical", "hybrid"] | None = None
+    hybrid_alpha: float | None = Field(None, ge=0.0, le=1.0)
+    fetch_k: int | None = Field(None, ge=1, le=1000)
+    mmr: bool | None = None
+    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class Overrides(_RetrievalSettings):
     """Per-call settings, as the Python API's ``ask``/``retrieve`` keyword arguments."""
 
     temperature: float | None = None
@@ -50,11 +60,6 @@ class Overrides(_Strict):
     seed: int | None = None
     top_k: int | None = Field(None, ge=1, le=100)
     repetition_penalty: float | None = None
-    retrieval_mode: Literal["dense", "lexical", "hybrid"] | None = None
-    hybrid_alpha: float | None = Field(None, ge=0.0, le=1.0)
-    fetch_k: int | None = Field(None, ge=1, le=1000)
-    mmr: bool | None = None
-    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0)
     abstain_below: float | None = Field(None, ge=-1.0, le=1.0)
     answer_mode: Literal["auto", "generate", "extract"] | None = None
     extract_min_score: float | None = None
@@ -63,15 +68,10 @@ class Overrides(_Strict):
         return self.model_dump(exclude_none=True)
 
 
-class RetrieveRequest(_Strict):
+class RetrieveRequest(_RetrievalSettings):
     question: str = Field(min_length=1)
     k: int | None = Field(None, ge=1, le=100, description="Passages to return.")
     filters: FilterSpec | None = None
-    retrieval_mode: Literal["dense", "lexical", "hybrid"] | None = None
-    hybrid_alpha: float | None = Field(None, ge=0.0, le=1.0)
-    fetch_k: int | None = Field(None, ge=1, le=1000)
-    mmr: bool | None = None
-    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0)
 
     def overrides(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True, exclude={"question", "k", "filters"})
