@@ -79,6 +79,13 @@ class RAG:
             raise
         return cls(store, settings, embedder)
 
+    def over(self, store: Store) -> RAG:
+        """A RAG over ``store`` (such as a newer snapshot of the same index) that shares this
+        one's settings, embedder and language model, loaded or not."""
+        rag = RAG(store, self.settings, self.embedder)
+        rag._backend = self._backend
+        return rag
+
     def close(self) -> None:
         self.store.close()
 

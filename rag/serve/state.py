@@ -131,10 +131,8 @@ class WarmIndex:
             log.exception("the new snapshot of %s was built with another embedder; still "
                           "serving %s", self.index_dir, old.name)  # fmt: skip
             return
-        rag = RAG(store, self.settings, self.embedder)
         # The backend (an embedded model, or a server's client) outlives snapshots.
-        rag._backend = old.rag._backend
-        self._current = _Snapshot(rag)
+        self._current = _Snapshot(old.rag.over(store))
         log.info("now serving %s (was %s)", self._current.name, old.name)
         old.retired = True
         if old.users == 0:
