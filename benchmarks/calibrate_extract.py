@@ -1,9 +1,11 @@
-"""Tune extract mode on one half of COVID-QA and report it on the other half.
+"""Tune extract mode on one half of COVID-QA and report it on the other half, and on SciFact.
 
 Every COVID-QA article is a document of the evaluation index (as in ``rag eval --squad``); the
 articles are split into two halves by name (positions 0-1 of every 4 tune, 2-3 report). For each
-question the passages are retrieved once (hybrid, top_k 4) and every candidate sentence's signals
-are recorded (:func:`rag.extract.candidates`); then, on the tune half only:
+question the passages are retrieved once (hybrid, the most passages of ``K_GRID``) and every
+candidate sentence's signals are recorded (:func:`rag.extract.candidates`); a smaller passage
+count reads the first passages only, with the word-overlap signal recomputed over them, as the
+product computes it. Then, on the tune half only, for every passage count:
 
 1. the weights of the signals, the margin for further sentences and their number are chosen for
    the best mean token F1 on the answerable questions (ties: the simpler, fewer sentences); then
@@ -11,24 +13,36 @@ are recorded (:func:`rag.extract.candidates`); then, on the tune half only:
    :func:`rag.spans.answer_span`: the sentence whole, or less the runs at its edges that restate
    the question), for the best F1 again;
 2. the sentence-level threshold (``extract_min_score``) is the one that maximises balanced
-   accuracy between answering the answerable questions and abstaining on the held-out ones
-   (questions whose article is deleted from a copy of the index: on-topic passages that do not
-   answer), as ``benchmarks/calibrate_abstention.py`` chose ``abstain_below``.
+   accuracy between answering the answerable questions and abstaining on the held-out ones.
+   Held-out questions are on-topic questions whose passages do not answer: every question asked
+   of a copy of the index without its own article, in ten folds (one article in ten deleted per
+   copy), so that every article's questions are held out once;
 
-The report half gives the figures the defaults are judged by. Off-topic questions
-(:data:`rag.eval.unanswerable.OFF_TOPIC_QUESTIONS`) are reported too.
+and the passage count (``extract_top_k``) is the one whose tune-half F1 at its threshold is best.
 
-    python benchmarks/calibrate_extract.py [--json benchmarks/results/extract_calibration.json]
+The report half gives the figures the defaults are judged by, beside the previous defaults on the
+same run. Off-topic questions (:data:`rag.eval.unanswerable.OFF_TOPIC_QUESTIONS`) are reported
+too. ``--scifact`` adds a check on other data: SciFact's claims (train and validation, those with
+rationale sentences) against its 5,183 abstracts, whose rationale sentences are the sentences
+that support or refute a claim; the share of claims whose chosen sentence is a rationale sentence
+is reported for the chosen settings and the previous ones (no tuning on SciFact).
+
+    python benchmarks/calibrate_extract.py [--scifact] [--json benchmarks/results/extract_calibration.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import csv
+import io
 import itertools
 import json
+import re
 import sys
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +52,22 @@ from ingest import TextDocument
 from rag import RAG, Settings
 from rag.eval.cache import cached_index, eval_index_dir
 from rag.eval.squad import Question, f1_score, load_squad, quote_holds_answer
-from rag.eval.unanswerable import OFF_TOPIC_QUESTIONS, heldout_index, holdout_sources
-from rag.extract import Candidate, Weights, candidates, choose, to_quote, weak_passages
+from rag.eval.unanswerable import HOLDOUT_EVERY, OFF_TOPIC_QUESTIONS, heldout_index
+from rag.extract import (
+    Candidate,
+    Weights,
+    candidates,
+    choose,
+    lexical_scores,
+    to_quote,
+    weak_passages,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 COVIDQA = REPO.parent / "shared" / "data" / "covidqa" / "200423_covidQA.json"
+SCIFACT = REPO.parent / "shared" / "data" / "scifact" / "scifact.zip"
 
+K_GRID = (4, 6, 8, 10)
 WEIGHT_GRID = {
     "cosine": (0.4, 0.55, 0.7),
     "lexical": (0.0, 0.15, 0.3, 0.45),
@@ -55,6 +79,8 @@ WEIGHT_GRID = {
 MARGINS = (0.0, 0.02, 0.05)
 MAX_SENTENCES = (1, 2, 3)
 TRIMS = (None, 1, 2, 3)
+# The defaults before passage counts and ten held-out folds were calibrated, for comparison.
+PREVIOUS = {"k": 4, "weights": Weights(cosine=0.4, lexical=0.45), "threshold": 0.41, "trim": 2}
 
 
 @dataclass
@@ -70,9 +96,20 @@ class Item:
 
 
 def collect(rag: RAG, question: str, abstain_below: float | None) -> tuple[bool, list[Candidate]]:
-    passages = rag.retrieve(question)
+    passages = rag.retrieve(question, max(K_GRID))
     weak = weak_passages(passages, abstain_below)
     return weak, ([] if weak else candidates(question, passages, rag.embedder))
+
+
+def at_k(found: list[Candidate], question: str, k: int) -> list[Candidate]:
+    """The candidates of the first ``k`` passages, word overlap recomputed over them alone."""
+    kept = [c for c in found if c.passage.n <= k]
+    lexical = lexical_scores(question, [c.sentence.text for c in kept])
+    return [replace(c, lexical=x) for c, x in zip(kept, lexical, strict=True)]
+
+
+def items_at(items: list[Item], k: int) -> list[Item]:
+    return [replace(i, found=at_k(i.found, i.text, k)) for i in items]
 
 
 def answer_of(
@@ -140,75 +177,29 @@ def best_score(item: Item, w: Weights) -> float | None:
     return max(c.score(w) for c in item.found)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--data", type=Path, default=COVIDQA, help="SQuAD-format file")
-    args = parser.parse_args()
-    # The float embedder, as in the figures recorded so far (int8 ranks sentences slightly apart).
-    settings = Settings.model_validate({"embed_quantize": "none"})
-    contexts, questions = load_squad(args.data)
-    index = eval_index_dir(f"squad-{args.data.stem}", args.data, settings, "paragraphs")
-    cached_index(
-        index, lambda: [TextDocument(source=s, text=t) for s, t in contexts.items()], settings
-    )
-    held = holdout_sources(list(contexts))
-    heldout = heldout_index(index, held)
-    order = {s: i for i, s in enumerate(sorted(contexts))}
+def calibrate_threshold(items: list[Item], w: Weights) -> tuple[float | None, float]:
+    """The sentence threshold of best balanced accuracy, answerable against held-out questions."""
+    pos = [best_score(i, w) for i in items if i.kind == "answerable"]
+    neg = [best_score(i, w) for i in items if i.kind == "heldout"]
+    grid = sorted({round(s, 3) for s in pos + neg if s is not None})
+    threshold, balanced = None, -1.0
+    for t in [None, *grid]:
+        answered = sum(s is not None and (t is None or s >= t) for s in pos) / len(pos)
+        refused = sum(s is None or (t is not None and s < t) for s in neg) / len(neg)
+        if (answered + refused) / 2 > balanced + 1e-9:
+            threshold, balanced = t, (answered + refused) / 2
+    return threshold, balanced
 
-    def half(source: str) -> str:
-        return "tune" if order[source] % 4 < 2 else "report"
 
-    t0 = time.perf_counter()
-    items: list[Item] = []
-    with RAG.open(index, settings) as rag:
-        for q in questions:
-            if q.impossible:
-                continue
-            items.append(
-                Item(
-                    q,
-                    "answerable",
-                    half(q.source),
-                    *collect(rag, q.text, settings.abstain_below),
-                    text=q.text,
-                )
-            )
-        for i, text in enumerate(OFF_TOPIC_QUESTIONS):
-            items.append(
-                Item(
-                    None,
-                    "offtopic",
-                    "tune" if i % 2 else "report",
-                    *collect(rag, text, settings.abstain_below),
-                    text=text,
-                )
-            )
-        embedder = rag.embedder
-    with RAG.open(heldout, settings, embedder=embedder) as rag:
-        held_set = set(held)
-        for q in questions:
-            if q.source in held_set:
-                items.append(
-                    Item(
-                        q,
-                        "heldout",
-                        half(q.source),
-                        *collect(rag, q.text, settings.abstain_below),
-                        text=q.text,
-                    )
-                )
-    seconds = time.perf_counter() - t0
-    print(f"{len(items)} questions, {seconds / len(items):.3f} s each (retrieval and signals)")
-
-    tune = [i for i in items if i.half == "tune"]
-    report = [i for i in items if i.half == "report"]
-    tune_answerable = [i for i in tune if i.kind == "answerable"]
+def tune(items: list[Item]) -> dict[str, Any]:
+    """Weights, margin, sentences, quoted part and threshold for one passage count, on ``items``
+    (the tune half at that count)."""
+    answerable = [i for i in items if i.kind == "answerable"]
     # Weights first, with one quoted sentence (the best of each question, scored in one matrix
     # product per question); then the margin and number of sentences with those weights.
     grid = np.array(list(itertools.product(*WEIGHT_GRID.values())), dtype=np.float64)
     total = np.zeros(len(grid))
-    for item in tune_answerable:
+    for item in answerable:
         if item.weak or not item.found:
             continue
         assert item.q is not None
@@ -219,51 +210,196 @@ def main() -> int:
     best: tuple[float, float, int] = (-1.0, 0.0, 1)
     for n in MAX_SENTENCES:
         for margin in MARGINS if n > 1 else (0.0,):
-            f1_n = metrics(tune_answerable, w, margin, n, None)["f1"]
+            f1_n = metrics(answerable, w, margin, n, None)["f1"]
             if f1_n > best[0] + 1e-9:
                 best = (f1_n, margin, n)
     _, margin, n = best
-    print(f"weights {w}, margin {margin}, sentences {n}: tune F1 {best[0]:.4f}")
     # Then how much of the chosen sentences to quote: whole (None), or less the edge runs that
     # restate the question (rag.spans.answer_span), for the best F1 with those sentences.
-    trims: dict[int | None, float] = {
-        t: metrics(tune_answerable, w, margin, n, None, t)["f1"] for t in TRIMS
-    }
+    trims = {t: metrics(answerable, w, margin, n, None, t)["f1"] for t in TRIMS}
     trim = max(TRIMS, key=lambda t: (trims[t], t is None))
-    print(f"quote trimmed at runs of {trim} question words: tune F1 {trims[trim]:.4f} {trims}")
-
-    # Balanced accuracy of the sentence threshold: answerable vs held-out questions of the tune half.
-    pos = [best_score(i, w) for i in tune if i.kind == "answerable"]
-    neg = [best_score(i, w) for i in tune if i.kind == "heldout"]
-    grid = sorted({round(s, 3) for s in pos + neg if s is not None})
-    threshold, balanced = None, -1.0
-    for t in [None, *grid]:
-        answered = sum(s is not None and (t is None or s >= t) for s in pos) / len(pos)
-        refused = sum(s is None or (t is not None and s < t) for s in neg) / len(neg)
-        if (answered + refused) / 2 > balanced + 1e-9:
-            threshold, balanced = t, (answered + refused) / 2
-    print(f"threshold {threshold}: tune balanced accuracy {balanced:.4f}")
-
-    result = {
-        "weights": w.__dict__,
+    threshold, balanced = calibrate_threshold(items, w)
+    return {
+        "weights": w,
         "margin": margin,
         "max_sentences": n,
         "min_question_words": trim,
         "tune_f1_by_min_question_words": {str(k): v for k, v in trims.items()},
         "extract_min_score": threshold,
         "tune_balanced_accuracy": round(balanced, 4),
+        "tune": metrics(items, w, margin, n, threshold, trim),
+    }
+
+
+def covidqa_items(settings: Settings) -> list[Item]:
+    contexts, questions = load_squad(COVIDQA)
+    index = eval_index_dir(f"squad-{COVIDQA.stem}", COVIDQA, settings, "paragraphs")
+    cached_index(
+        index, lambda: [TextDocument(source=s, text=t) for s, t in contexts.items()], settings
+    )
+    order = {s: i for i, s in enumerate(sorted(contexts))}
+
+    def half(source: str) -> str:
+        return "tune" if order[source] % 4 < 2 else "report"
+
+    items: list[Item] = []
+    with RAG.open(index, settings) as rag:
+        for q in questions:
+            if not q.impossible:
+                weak, found = collect(rag, q.text, settings.abstain_below)
+                items.append(Item(q, "answerable", half(q.source), weak, found, q.text))
+        for i, text in enumerate(OFF_TOPIC_QUESTIONS):
+            weak, found = collect(rag, text, settings.abstain_below)
+            items.append(Item(None, "offtopic", "tune" if i % 2 else "report", weak, found, text))
+        embedder = rag.embedder
+    # Held out: every question, asked of a copy of the index without its own article (one
+    # article in HOLDOUT_EVERY deleted per copy; the first copy is rag eval's held-out index).
+    for fold in range(HOLDOUT_EVERY):
+        held = sorted(contexts)[fold::HOLDOUT_EVERY]
+        held_set = set(held)
+        with RAG.open(heldout_index(index, held), settings, embedder=embedder) as rag:
+            for q in questions:
+                if q.source in held_set and not q.impossible:
+                    weak, found = collect(rag, q.text, settings.abstain_below)
+                    items.append(Item(q, "heldout", half(q.source), weak, found, q.text))
+    return items
+
+
+_LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
+
+
+def scifact_claims(settings: Settings) -> list[dict[str, Any]]:
+    """SciFact's claims with rationale sentences, each with the candidates of its passages.
+
+    The abstracts are indexed as their sentences joined by a space (the zip stores each abstract
+    as its list of sentences); a rationale is the character span of one sentence.
+    """
+    csv.field_size_limit(1 << 26)
+    with zipfile.ZipFile(SCIFACT) as z:
+        corpus = list(csv.DictReader(io.TextIOWrapper(z.open("corpus_train.csv"), "utf-8")))
+        claims = [
+            row
+            for name in ("claims_train.csv", "claims_validation.csv")
+            for row in csv.DictReader(io.TextIOWrapper(z.open(name), "utf-8"))
+        ]
+    docs: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+    for d in corpus:
+        # A numpy array's repr: quoted sentences side by side, not a Python list.
+        sentences = [ast.literal_eval(m.group()).strip() for m in _LITERAL.finditer(d["abstract"])]
+        spans, at = [], 0
+        for s in sentences:
+            spans.append((at, at + len(s)))
+            at += len(s) + 1
+        docs[d["doc_id"]] = (" ".join(sentences), spans)
+    evidence: dict[tuple[str, str], list[tuple[str, tuple[int, int]]]] = {}
+    texts: dict[tuple[str, str], str] = {}
+    for row in claims:
+        if not row["evidence_doc_id"]:
+            continue
+        key = (row["id"], row["claim"])
+        texts[key] = row["claim"]
+        spans = docs[row["evidence_doc_id"]][1]
+        for i in map(int, row["evidence_sentences"].strip("[]").split()):
+            evidence.setdefault(key, []).append((row["evidence_doc_id"], spans[i]))
+    index = eval_index_dir("scifact-sentences", SCIFACT, settings, "abstracts")
+    cached_index(index, lambda: [TextDocument(source=k, text=t) for k, (t, _) in docs.items()],
+                 settings)  # fmt: skip
+    out = []
+    with RAG.open(index, settings) as rag:
+        for key in sorted(evidence):
+            weak, found = collect(rag, texts[key], settings.abstain_below)
+            out.append(
+                {"text": texts[key], "evidence": evidence[key], "weak": weak, "found": found}
+            )
+    return out
+
+
+def _is_rationale(c: Candidate, evidence: list[tuple[str, tuple[int, int]]]) -> bool:
+    """The sentence overlaps a rationale sentence by at least half of the shorter of the two."""
+    a, b = c.passage.start + c.sentence.start, c.passage.start + c.sentence.end
+    for doc, (x, y) in evidence:
+        overlap = min(b, y) - max(a, x)
+        if doc == c.passage.source and overlap > 0 and overlap >= 0.5 * min(b - a, y - x):
+            return True
+    return False
+
+
+def scifact_accuracy(claims: list[dict[str, Any]], k: int, w: Weights, t: float | None) -> dict:
+    chosen_ok = answered = reachable = 0
+    for claim in claims:
+        found = [] if claim["weak"] else at_k(claim["found"], claim["text"], k)
+        reachable += any(_is_rationale(c, claim["evidence"]) for c in found)
+        if not found:
+            continue
+        best, score = choose(found, weights=w, max_sentences=1)[0]
+        chosen_ok += _is_rationale(best, claim["evidence"])
+        answered += t is None or score >= t
+    n = len(claims)
+    return {
+        "claims": n,
+        "sentence_accuracy": round(chosen_ok / n, 4),
+        "a_candidate_is_a_rationale": round(reachable / n, 4),
+        "answered_at_threshold": round(answered / n, 4),
+    }
+
+
+def _tune_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "weights": r["weights"].__dict__,
+        "extract_min_score": r["extract_min_score"],
+        **r["tune"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--scifact", action="store_true", help="check on SciFact's rationales")
+    args = parser.parse_args()
+    settings = Settings()  # the default embedder: int8 for a new CPU index
+    t0 = time.perf_counter()
+    items = covidqa_items(settings)
+    seconds = time.perf_counter() - t0
+    print(f"{len(items)} questions, {seconds / len(items):.3f} s each (retrieval and signals)")
+
+    per_k: dict[int, dict[str, Any]] = {}
+    for k in K_GRID:
+        per_k[k] = tune([i for i in items_at(items, k) if i.half == "tune"])
+        row = per_k[k]
+        print(f"k={k}: {row['weights']}, threshold {row['extract_min_score']}: tune {row['tune']}")
+    k = max(K_GRID, key=lambda x: (per_k[x]["tune"]["f1"], -x))
+    chosen = per_k[k]
+    w, margin, n = chosen["weights"], chosen["margin"], chosen["max_sentences"]
+    trim, threshold = chosen["min_question_words"], chosen["extract_min_score"]
+    report = [i for i in items_at(items, k) if i.half == "report"]
+    before = [i for i in items_at(items, PREVIOUS["k"]) if i.half == "report"]
+    result: dict[str, Any] = {
+        "extract_top_k": k,
+        **{key: value for key, value in chosen.items() if key != "weights"},
+        "weights": w.__dict__,
+        "tune_by_extract_top_k": {str(x): _tune_row(r) for x, r in per_k.items()},
         "abstain_below": settings.abstain_below,
-        "heldout_documents": len(held),
+        "heldout_folds": HOLDOUT_EVERY,
         "seconds_per_question": round(seconds / len(items), 4),
-        "tune": metrics(tune, w, margin, n, threshold, trim),
         "report": metrics(report, w, margin, n, threshold, trim),
         "report_without_threshold": metrics(report, w, margin, n, None, trim),
-        "tune_whole_sentences": metrics(tune, w, margin, n, threshold),
-        "report_whole_sentences": metrics(report, w, margin, n, threshold),
+        "report_previous_defaults": metrics(
+            before, PREVIOUS["weights"], 0.0, 1, PREVIOUS["threshold"], PREVIOUS["trim"]
+        ),
+        "previous_defaults": {**PREVIOUS, "weights": PREVIOUS["weights"].__dict__},
     }
-    print(
-        json.dumps({k: result[k] for k in ("tune", "report", "report_without_threshold")}, indent=1)
-    )
+    if args.scifact:
+        claims = scifact_claims(settings)
+        result["scifact"] = scifact_accuracy(claims, k, w, threshold)
+        result["scifact_previous_defaults"] = scifact_accuracy(
+            claims, PREVIOUS["k"], PREVIOUS["weights"], PREVIOUS["threshold"]
+        )
+        result["scifact_by_extract_top_k"] = {
+            str(x): scifact_accuracy(claims, x, w, threshold) for x in K_GRID
+        }
+    shown = ("extract_top_k", "weights", "extract_min_score", "report", "report_previous_defaults",
+             "scifact", "scifact_previous_defaults")  # fmt: skip
+    print(json.dumps({key: result[key] for key in shown if key in result}, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -40,6 +40,7 @@ CALL_OVERRIDES = frozenset(
         "rerank_candidates",
         "answer_mode",
         "extract_min_score",
+        "extract_top_k",
     }
 )
 
@@ -134,10 +135,10 @@ class RAG:
 
         ``overrides`` change settings for this call only: temperature, top_p, max_tokens, seed,
         top_k, repetition_penalty, the retrieval settings, answer_mode ('extract' quotes the
-        sentences that answer, with no model call) and extract_min_score. ``history`` holds earlier
-        (question, answer) turns of a conversation; ``instructions`` are standing instructions
-        added to the system prompt; ``query`` is what retrieval searches for when it should differ
-        from the question; ``filters`` restricts the passages.
+        sentences that answer, with no model call), extract_min_score and extract_top_k.
+        ``history`` holds earlier (question, answer) turns of a conversation; ``instructions`` are
+        standing instructions added to the system prompt; ``query`` is what retrieval searches
+        for when it should differ from the question; ``filters`` restricts the passages.
         """
         settings = self._settings_for(overrides)
         if settings.resolved_answer_mode == "extract":
@@ -278,6 +279,10 @@ class RAG:
         from rag.extract import extract_answer
         from rag.retrieval.retriever import to_citation
 
+        # No prompt bounds what extraction reads, so it may read more passages than top_k.
+        reads = max(settings.top_k, settings.extract_top_k)
+        if reads != settings.top_k:
+            settings = settings.model_copy(update={"top_k": reads})
         docs = self._retriever(settings, filters).invoke(query or question)
         return extract_answer(
             question,

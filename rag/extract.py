@@ -57,16 +57,17 @@ _DIGIT = re.compile(r"\d")
 @dataclass(frozen=True)
 class Weights:
     """How much each signal counts in a sentence's score. The defaults are those that gave the best
-    token F1 on the tune half of COVID-QA (benchmarks/results/extract_calibration.json): there the
-    question's cosine and its words decided, and the passage, neighbour, number and length signals
-    added nothing, so they weigh 0 unless a caller sets them."""
+    token F1 on the tune half of COVID-QA, reading 10 passages (benchmarks/results/
+    extract_calibration.json): the question's cosine and its words decide; the neighbour and
+    length signals break near-ties; the passage and number signals added nothing, so they weigh
+    0 unless a caller sets them."""
 
     cosine: float = 0.4
-    lexical: float = 0.45
+    lexical: float = 0.3
     passage: float = 0.0
-    context: float = 0.0
+    context: float = 0.05
     numeric: float = 0.0
-    length: float = 0.0
+    length: float = 0.05
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -122,7 +123,7 @@ def candidates(question: str, passages: Sequence[Citation], embedder: Any) -> li
     vectors = np.asarray(embedder.embed([question, *texts]), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1)
     cosines = (vectors[1:] @ vectors[0]) / np.clip(norms[1:] * norms[0], 1e-12, None)
-    lexical = _lexical_scores(question, texts)
+    lexical = lexical_scores(question, texts)
     asks_number = _ASKS_NUMBER.search(question) is not None
     out: list[Candidate] = []
     i = 0
@@ -243,7 +244,7 @@ def _quotable(s: Sentence) -> bool:
     return s.words >= MIN_WORDS and not s.text.endswith(":")
 
 
-def _lexical_scores(question: str, texts: Sequence[str]) -> list[float]:
+def lexical_scores(question: str, texts: Sequence[str]) -> list[float]:
     """The idf-weighted share of the question's terms each text holds, 0 to 1."""
     q = terms(question)
     if not q:

@@ -4,7 +4,8 @@ Contexts are ingested as documents; every question is answered by the full chain
 packing, then the configured LLM and citation parsing, or extraction). Reported per retrieval
 mode and answer mode (``generate`` or ``extract``):
 
-- ``hit@k``: the answer-bearing passage is among the k passages given to the model;
+- ``hit@k``: the answer-bearing passage is among the k passages the answer was made from (in
+  extract mode the larger of ``top_k`` and ``extract_top_k``);
 - ``exact_match`` and ``f1``: SQuAD's answer metrics (normalised tokens), best over the gold
   answers, counting abstentions on answerable questions as wrong;
 - ``sentence_accuracy``: the chosen sentence bears the answer: in extract mode the best quote's
@@ -310,10 +311,16 @@ def evaluate_squad(
                         tally.asked += 1
                         tally.add_unanswerable(answer, kind)
             key = mode if len(answer_modes) == 1 else f"{mode}/{answer_mode}"
-            results[key] = tally.row(settings.top_k, answer_mode)
+            # Extract mode reads more passages than a prompt holds (Settings.extract_top_k).
+            resolved = settings.model_copy(update={"answer_mode": answer_mode})
+            read = settings.top_k
+            if resolved.resolved_answer_mode == "extract":
+                read = max(settings.top_k, settings.extract_top_k)
+            results[key] = tally.row(read, answer_mode)
     results["_run"] = {
         "index_seconds": round(index_seconds, 1),
         "model": settings.llm_model or "embedded",
         "extract_min_score": settings.extract_min_score,
+        "extract_top_k": settings.extract_top_k,
     }
     return results

@@ -63,6 +63,7 @@ class Overrides(_RetrievalSettings):
     abstain_below: float | None = Field(None, ge=-1.0, le=1.0)
     answer_mode: Literal["auto", "generate", "extract"] | None = None
     extract_min_score: float | None = None
+    extract_top_k: int | None = Field(None, ge=1, le=100)
 
     def given(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

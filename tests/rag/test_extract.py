@@ -176,6 +176,24 @@ def test_per_call_override_and_no_model_loaded(
         rag.ask(KNOWN[0][0], answer_mode="quote")
 
 
+def test_extract_mode_reads_the_larger_of_top_k_and_extract_top_k(rag: RAG) -> None:
+    """No prompt bounds extraction, so it reads extract_top_k passages (the default, measured on
+    COVID-QA and SciFact), or top_k when that is larger; generate mode keeps top_k."""
+    question = KNOWN[0][0]
+    settings = rag.settings
+    assert settings.extract_top_k > settings.top_k
+    answer = rag.ask(question)
+    assert [p.n for p in answer.passages] == list(range(1, settings.extract_top_k + 1))
+    assert len(rag.ask(question, extract_top_k=2).passages) == settings.top_k
+    assert len(rag.ask(question, top_k=12).passages) == 12
+    assert len(rag.ask(question, extract_top_k=6).passages) == 6
+    # The first passages are the ones top_k alone retrieves: extraction only reads further.
+    first = [(p.source, p.start) for p in rag.retrieve(question)]
+    assert [(p.source, p.start) for p in answer.passages[: len(first)]] == first
+    with pytest.raises(ConfigError, match="extract_top_k"):
+        rag.ask(question, extract_top_k=0)
+
+
 def test_answer_mode_setting_resolves_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.model_validate({}).resolved_answer_mode == "extract"  # no served model
     assert Settings.model_validate({"answer_mode": "generate"}).resolved_answer_mode == "generate"
