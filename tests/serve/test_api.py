@@ -129,7 +129,8 @@ def test_an_unknown_model_name_is_404(server: Server) -> None:
 
 
 def test_ask_returns_what_rag_ask_json_prints(server: Server) -> None:
-    r = _post(server, "/v1/ask", {"question": QUESTION, "overrides": {"top_k": 3}})
+    overrides = {"top_k": 3, "extract_top_k": 3}  # extract mode reads the larger of the two
+    r = _post(server, "/v1/ask", {"question": QUESTION, "overrides": overrides})
     assert r.status_code == 200, r.text
     data = r.json()
     assert {"answer", "citations", "passages", "abstained", "model", "usage", "mode"} <= set(data)
