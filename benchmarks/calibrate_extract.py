@@ -268,16 +268,22 @@ def covidqa_items(settings: Settings) -> list[Item]:
 _LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""")
 
 
-def scifact_claims(settings: Settings) -> list[dict[str, Any]]:
-    """SciFact's claims with rationale sentences, each with the candidates of its passages.
+@dataclass
+class SciFact:
+    """SciFact's abstracts as their sentences joined by a space (the zip stores each abstract as
+    its list of sentences) with every sentence's span, and its claims with rationale sentences,
+    each rationale as (abstract id, the sentence's span in that text)."""
 
-    The abstracts are indexed as their sentences joined by a space (the zip stores each abstract
-    as its list of sentences); a rationale is the character span of one sentence.
-    """
+    docs: dict[str, tuple[str, list[tuple[int, int]]]]
+    claims: dict[tuple[str, str], str]
+    rationales: dict[tuple[str, str], list[tuple[str, tuple[int, int]]]]
+
+
+def load_scifact(path: Path = SCIFACT) -> SciFact:
     csv.field_size_limit(1 << 26)
-    with zipfile.ZipFile(SCIFACT) as z:
+    with zipfile.ZipFile(path) as z:
         corpus = list(csv.DictReader(io.TextIOWrapper(z.open("corpus_train.csv"), "utf-8")))
-        claims = [
+        rows = [
             row
             for name in ("claims_train.csv", "claims_validation.csv")
             for row in csv.DictReader(io.TextIOWrapper(z.open(name), "utf-8"))
@@ -291,25 +297,32 @@ def scifact_claims(settings: Settings) -> list[dict[str, Any]]:
             spans.append((at, at + len(s)))
             at += len(s) + 1
         docs[d["doc_id"]] = (" ".join(sentences), spans)
-    evidence: dict[tuple[str, str], list[tuple[str, tuple[int, int]]]] = {}
-    texts: dict[tuple[str, str], str] = {}
-    for row in claims:
+    claims: dict[tuple[str, str], str] = {}
+    rationales: dict[tuple[str, str], list[tuple[str, tuple[int, int]]]] = {}
+    for row in rows:
         if not row["evidence_doc_id"]:
             continue
         key = (row["id"], row["claim"])
-        texts[key] = row["claim"]
+        claims[key] = row["claim"]
         spans = docs[row["evidence_doc_id"]][1]
         for i in map(int, row["evidence_sentences"].strip("[]").split()):
-            evidence.setdefault(key, []).append((row["evidence_doc_id"], spans[i]))
+            rationales.setdefault(key, []).append((row["evidence_doc_id"], spans[i]))
+    return SciFact(docs, claims, rationales)
+
+
+def scifact_claims(settings: Settings) -> list[dict[str, Any]]:
+    """SciFact's claims with rationale sentences, each with the candidates of its passages."""
+    data = load_scifact()
     index = eval_index_dir("scifact-sentences", SCIFACT, settings, "abstracts")
-    cached_index(index, lambda: [TextDocument(source=k, text=t) for k, (t, _) in docs.items()],
-                 settings)  # fmt: skip
+    documents = [TextDocument(source=k, text=t) for k, (t, _) in data.docs.items()]
+    cached_index(index, lambda: documents, settings)
     out = []
     with RAG.open(index, settings) as rag:
-        for key in sorted(evidence):
-            weak, found = collect(rag, texts[key], settings.abstain_below)
+        for key in sorted(data.rationales):
+            text = data.claims[key]
+            weak, found = collect(rag, text, settings.abstain_below)
             out.append(
-                {"text": texts[key], "evidence": evidence[key], "weak": weak, "found": found}
+                {"text": text, "evidence": data.rationales[key], "weak": weak, "found": found}
             )
     return out
 
