@@ -21,8 +21,9 @@ The best sentence is chosen, with up to two more that score within ``margin`` of
 part that answers is quoted (:func:`rag.spans.answer_span`): the sentence less the runs at its
 edges that only restate the question, still an exact substring with exact character spans. The
 answer abstains by the passage rule of generate mode (no passage reaches ``abstain_below``) and
-when the best sentence scores below ``min_score``. Weights, margin, trimming and threshold were
-tuned on one half of COVID-QA and reported on the other (benchmarks/calibrate_extract.py).
+when the best sentence scores below ``min_score``. Weights, margin, trimming, threshold and the
+number of passages read (``Settings.extract_top_k``) were tuned on one half of COVID-QA and
+reported on the other and on SciFact (benchmarks/calibrate_extract.py).
 """
 
 from __future__ import annotations
