@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,13 @@ CALL_OVERRIDES = frozenset(
         "extract_min_score",
         "extract_top_k",
     }
+)
+
+# Overrides whose None is a value of its own (switch the setting off), not "not given".
+NULLABLE_OVERRIDES = frozenset(
+    name
+    for name in CALL_OVERRIDES
+    if type(None) in typing.get_args(Settings.model_fields[name].annotation)
 )
 
 
@@ -319,7 +327,9 @@ class RAG:
                 f"Unknown override(s) {sorted(unknown)}; per-call overrides are "
                 f"{sorted(CALL_OVERRIDES)}."
             )
-        values = {k: v for k, v in overrides.items() if v is not None}
+        # None is "not given", except for a setting whose None means something ("never" for
+        # abstain_below and extract_min_score, no reranker, the model's own repetition penalty).
+        values = {k: v for k, v in overrides.items() if v is not None or k in NULLABLE_OVERRIDES}
         if not values:
             return self.settings
         # Validated assignments on a copy: building a new Settings would resolve its sources (the

@@ -51,3 +51,18 @@ def test_invalid_overrides_name_the_problem(rag: RAG) -> None:
     with pytest.raises(ConfigError, match="Unknown override"):
         rag.retrieve(QUESTION, chunk_tokens=10)
     assert rag.settings.fetch_k == 50 and rag.settings.retrieval_mode == "hybrid"
+
+
+def test_none_switches_off_a_setting_whose_none_means_never(rag: RAG) -> None:
+    """``extract_min_score=None`` and ``abstain_below=None`` mean "never abstain" in Settings,
+    and so in a per-call override; for other settings (top_k) None still means "not given"."""
+    unanswered = "How many US dollars did the electricity for training the Transformer cost?"
+    extract: dict[str, Any] = {"answer_mode": "extract"}
+    assert rag.ask(unanswered, **extract).abstained  # the sentence threshold abstains
+    assert not rag.ask(unanswered, **extract, extract_min_score=None).abstained
+    off_topic = "What is the capital of Australia?"
+    assert rag.ask(off_topic, **extract, extract_min_score=None).abstained  # the passage rule
+    answer = rag.ask(off_topic, **extract, extract_min_score=None, abstain_below=None)
+    assert not answer.abstained and answer.quotes
+    assert len(rag.ask(QUESTION, **extract, top_k=None).passages) == rag.settings.extract_top_k
+    assert rag.settings.abstain_below is not None  # the open settings are left as they were
