@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.answer import Answer, AnswerStream, Citation
 from rag.config import Settings
-from rag.errors import ConfigError
 from rag.index.manifest import Manifest, check_compatible
 from rag.index.reader import Store
+from rag.overrides import apply_overrides
 from rag.retrieval.embeddings import Embedder
 
 if TYPE_CHECKING:
@@ -21,36 +20,6 @@ if TYPE_CHECKING:
     from rag.retrieval.retriever import Filters
 
 log = logging.getLogger(__name__)
-
-# Per-call overrides accepted by ask() and stream().
-CALL_OVERRIDES = frozenset(
-    {
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "seed",
-        "top_k",
-        "repetition_penalty",
-        "retrieval_mode",
-        "hybrid_alpha",
-        "fetch_k",
-        "mmr",
-        "mmr_lambda",
-        "abstain_below",
-        "reranker",
-        "rerank_candidates",
-        "answer_mode",
-        "extract_min_score",
-        "extract_top_k",
-    }
-)
-
-# Overrides whose None is a value of its own (switch the setting off), not "not given".
-NULLABLE_OVERRIDES = frozenset(
-    name
-    for name in CALL_OVERRIDES
-    if type(None) in typing.get_args(Settings.model_fields[name].annotation)
-)
 
 
 class RAG:
@@ -321,26 +290,7 @@ class RAG:
         return self._backend
 
     def _settings_for(self, overrides: dict[str, Any]) -> Settings:
-        unknown = set(overrides) - CALL_OVERRIDES
-        if unknown:
-            raise ConfigError(
-                f"Unknown override(s) {sorted(unknown)}; per-call overrides are "
-                f"{sorted(CALL_OVERRIDES)}."
-            )
-        # None is "not given", except for a setting whose None means something ("never" for
-        # abstain_below and extract_min_score, no reranker, the model's own repetition penalty).
-        values = {k: v for k, v in overrides.items() if v is not None or k in NULLABLE_OVERRIDES}
-        if not values:
-            return self.settings
-        # Validated assignments on a copy: building a new Settings would resolve its sources (the
-        # environment) again on every question, which the open settings already did.
-        settings = self.settings.model_copy()
-        try:
-            for name, value in values.items():
-                setattr(settings, name, value)
-        except Exception as exc:
-            raise ConfigError(f"Invalid override: {exc}") from exc
-        return settings
+        return apply_overrides(self.settings, overrides)
 
     def _templates(self) -> Any:
         # Read once per RAG: prompt_dir is fixed when it is opened (not a per-call override).
