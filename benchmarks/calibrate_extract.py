@@ -42,6 +42,7 @@ import re
 import sys
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ from ingest import TextDocument
 from rag import RAG, Settings
 from rag.eval.cache import cached_index, eval_index_dir
 from rag.eval.squad import Question, f1_score, load_squad, quote_holds_answer
-from rag.eval.unanswerable import HOLDOUT_EVERY, OFF_TOPIC_QUESTIONS, heldout_index
+from rag.eval.unanswerable import (
+    HOLDOUT_EVERY,
+    OFF_TOPIC_QUESTIONS,
+    heldout_index,
+    holdout_sources,
+)
 from rag.extract import (
     Candidate,
     Weights,
@@ -231,17 +237,18 @@ def tune(items: list[Item]) -> dict[str, Any]:
     }
 
 
+def halves(sources: Iterable[str]) -> dict[str, str]:
+    """Each article's half: "tune" for positions 0-1 of every 4 by name, "report" for 2-3."""
+    return {s: "tune" if i % 4 < 2 else "report" for i, s in enumerate(sorted(sources))}
+
+
 def covidqa_items(settings: Settings) -> list[Item]:
     contexts, questions = load_squad(COVIDQA)
     index = eval_index_dir(f"squad-{COVIDQA.stem}", COVIDQA, settings, "paragraphs")
     cached_index(
         index, lambda: [TextDocument(source=s, text=t) for s, t in contexts.items()], settings
     )
-    order = {s: i for i, s in enumerate(sorted(contexts))}
-
-    def half(source: str) -> str:
-        return "tune" if order[source] % 4 < 2 else "report"
-
+    half = halves(contexts).__getitem__
     items: list[Item] = []
     with RAG.open(index, settings) as rag:
         for q in questions:
@@ -255,7 +262,7 @@ def covidqa_items(settings: Settings) -> list[Item]:
     # Held out: every question, asked of a copy of the index without its own article (one
     # article in HOLDOUT_EVERY deleted per copy; the first copy is rag eval's held-out index).
     for fold in range(HOLDOUT_EVERY):
-        held = sorted(contexts)[fold::HOLDOUT_EVERY]
+        held = holdout_sources(list(contexts), fold)
         held_set = set(held)
         with RAG.open(heldout_index(index, held), settings, embedder=embedder) as rag:
             for q in questions:

@@ -52,9 +52,10 @@ OFF_TOPIC_QUESTIONS = (
 )
 
 
-def holdout_sources(sources: Sequence[str]) -> list[str]:
-    """The documents deleted from the held-out index: every HOLDOUT_EVERY-th by name."""
-    return sorted(sources)[::HOLDOUT_EVERY]
+def holdout_sources(sources: Sequence[str], fold: int = 0) -> list[str]:
+    """The documents deleted from the held-out index: every HOLDOUT_EVERY-th by name, from the
+    ``fold``-th on (folds 0 to HOLDOUT_EVERY - 1 hold every document out once)."""
+    return sorted(sources)[fold::HOLDOUT_EVERY]
 
 
 def heldout_index(index: Path, sources: Sequence[str]) -> Path:
