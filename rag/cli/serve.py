@@ -31,6 +31,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--model-name", help="the model name clients use (default rag:<index name>)")
     s.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages of ORIGIN to call the API (repeatable; default: none)")  # fmt: skip
+    s.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name clients use to reach a server without a key, besides "
+                   "localhost and IP addresses (repeatable; '.example.com' allows its subdomains, "
+                   "'*' any name); refused otherwise, against DNS rebinding")  # fmt: skip
     s.add_argument("--upload-dir", type=Path,
                    help="where uploaded files are kept (default: under the cache directory)")  # fmt: skip
     lim = s.add_argument_group("limits")
@@ -81,6 +85,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         api_key=os.environ.get("RAG_API_KEY") or None,
         model_name=args.model_name,
         cors_origins=tuple(args.cors_origin),
+        allowed_hosts=tuple(args.allowed_host),
         limits=Limits(
             max_body_bytes=int(args.max_body_mb * MB),
             max_upload_bytes=int(args.max_upload_mb * MB),
@@ -95,7 +100,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     def loaded(index: Any) -> None:
         with index.lease() as rag:
             docs, chunks = rag.store.counts()
-        host = f"[{config.host}]" if ":" in config.host else config.host
+        host = f"[{config.bind_host}]" if ":" in config.bind_host else config.bind_host
         key = "required (RAG_API_KEY)" if config.api_key else "none (loopback only)"
         print(
             f"Serving {config.index_dir} ({docs} documents, {chunks} chunks) at "

@@ -17,6 +17,7 @@ from rag.serve.config import ServeConfig
 from rag.serve.context import Served
 from rag.serve.errors import ApiError, body, from_library
 from rag.serve.guards import ASGIApp, Guard
+from rag.serve.origins import OriginPolicy
 from rag.serve.state import WarmIndex
 from rag.serve.uploads import Uploads
 
@@ -40,7 +41,12 @@ def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | N
     app.include_router(routes_documents.router)
     _add_page(app)
     _add_error_handlers(app)
-    guarded: ASGIApp = Guard(app, api_key=config.api_key, limits=config.limits)
+    origins = OriginPolicy(
+        keyless=config.api_key is None,
+        allowed_hosts=config.allowed_hosts,
+        cors_origins=config.cors_origins,
+    )
+    guarded: ASGIApp = Guard(app, api_key=config.api_key, limits=config.limits, origins=origins)
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -49,7 +55,7 @@ def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | N
             guarded,
             allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["authorization", "content-type"],
+            allow_headers=["authorization", "content-type", "x-requested-with"],
         )
     return guarded
 

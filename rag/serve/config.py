@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class ServeConfig:
     api_key: str | None = None
     model_name: str | None = None  # what /v1/models lists; default rag:<index directory name>
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # host names a keyless server answers to besides loopback
     limits: Limits = field(default_factory=Limits)
     upload_dir: Path | None = None  # where uploads are kept; default under settings.cache_dir
 
@@ -57,8 +59,20 @@ class ServeConfig:
         key = hashlib.sha256(str(self.index_dir.resolve()).encode()).hexdigest()[:16]
         return self.settings.cache_dir / "uploads" / key
 
+    @property
+    def bind_host(self) -> str:
+        """The address to bind: an IPv6 address without the brackets a URL puts around it."""
+        return self.host.strip("[]") if self.host.startswith("[") else self.host
+
     def check(self) -> None:
         """Refuse an exposed address without a key, and limits that make no sense."""
+        try:
+            socket.getaddrinfo(self.bind_host, self.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(
+                f"--host {self.host} is not an address this machine can bind ({exc}); use an IP "
+                "address such as 127.0.0.1, ::1 or 0.0.0.0, or a name that resolves."
+            ) from exc
         if not is_loopback(self.host) and not self.api_key:
             raise ConfigError(
                 f"Binding to {self.host} exposes the index and the model to the network, so it "

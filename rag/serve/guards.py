@@ -15,6 +15,7 @@ from typing import Any
 
 from rag.serve.config import MB, Limits
 from rag.serve.errors import body
+from rag.serve.origins import CSRF_HEADER, CSRF_MESSAGE, OriginPolicy
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,12 +35,21 @@ class _TooLarge(Exception):
 
 
 class Guard:
-    """Checks the bearer key (when one is set) and the body size of every HTTP request."""
+    """Checks the ``Host`` header, the bearer key (when one is set), the ``Origin`` of requests
+    that change something (:mod:`rag.serve.origins`) and the body size of every HTTP request."""
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        limits: Limits,
+        origins: OriginPolicy | None = None,
+    ) -> None:
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.limits = limits
+        self.origins = origins or OriginPolicy(keyless=self.key is None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,6 +57,12 @@ class Guard:
             return
         path: str = scope["path"]
         headers = dict(scope.get("headers") or [])
+        method: str = scope.get("method", "GET")
+        host = _header(headers, b"host")
+        refused = self.origins.host_problem(host)
+        if refused is not None:
+            await _reply(send, 403, refused, "permission_error")
+            return
         if self.key is not None and not _open(path) and not self._authorized(headers):
             await _reply(
                 send,
@@ -56,6 +72,13 @@ class Guard:
                 "authentication_error",
                 [(b"www-authenticate", b"Bearer")],
             )
+            return
+        refused = self.origins.origin_problem(method, host, _header(headers, b"origin"))
+        missing_header = CSRF_HEADER.encode() not in headers
+        if refused is None and missing_header and self.origins.needs_csrf_header(method, path):
+            refused = CSRF_MESSAGE
+        if refused is not None:
+            await _reply(send, 403, refused, "permission_error")
             return
         limit, what = self._limit(scope)
         declared = headers.get(b"content-length")
@@ -104,6 +127,11 @@ class Guard:
         if scope["path"] == UPLOAD_PATH and scope["method"] == "POST":
             return self.limits.max_upload_bytes, "An upload (all its files together)"
         return self.limits.max_body_bytes, "A request body"
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _open(path: str) -> bool:

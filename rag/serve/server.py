@@ -29,7 +29,7 @@ def serve(config: ServeConfig, *, loaded: Callable[[WarmIndex], None] | None = N
             loaded(index)
         uvicorn.run(
             app,
-            host=config.host,
+            host=config.bind_host,
             port=config.port,
             log_level="warning",
             access_log=False,

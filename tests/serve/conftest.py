@@ -83,7 +83,11 @@ class Server:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        """What a script sends: the key, or on a server without one the header that uploads and
+        deletions need (rag.serve.origins)."""
+        if self.api_key:
+            return {"Authorization": f"Bearer {self.api_key}"}
+        return {"X-Requested-With": "rag-tests"}
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         import httpx
@@ -123,6 +127,22 @@ def copy_index(built: Path, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def serve_extra() -> None:
     _require_extra()
+
+
+@pytest.fixture(scope="session")
+def keyless_server(
+    serve_extra: None,
+    built_index: tuple[Path, IngestReport],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Server]:
+    """A server on loopback without a key, as a user starts one on their own machine."""
+    work = tmp_path_factory.mktemp("serve-keyless")
+    srv = Server(copy_index(built_index[0], work / "index"), work, api_key=None)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -78,3 +78,31 @@ def test_import_rag_and_the_cli_parser_load_no_web_framework() -> None:
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert not loaded & {"fastapi", "starlette", "uvicorn", "python_multipart"}
+
+
+@pytest.mark.parametrize(
+    ("host", "bound"), [("[::1]", "::1"), ("::1", "::1"), ("127.0.0.1", "127.0.0.1")]
+)
+def test_a_bracketed_ipv6_address_is_bound_without_its_brackets(
+    tmp_path: Path, host: str, bound: str
+) -> None:
+    import socket
+
+    from rag.config import Settings
+
+    config = ServeConfig(tmp_path, Settings.model_validate({}), host=host)
+    config.check()
+    assert config.bind_host == bound
+    family = socket.AF_INET6 if ":" in bound else socket.AF_INET
+    with socket.create_server((config.bind_host, 0), family=family):
+        pass  # what uvicorn does with it
+
+
+def test_an_address_that_cannot_be_bound_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    from rag.config import Settings
+
+    config = ServeConfig(
+        tmp_path, Settings.model_validate({}), host="no such host!", api_key="k" * 16
+    )
+    with pytest.raises(ConfigError, match="--host no such host!"):
+        config.check()

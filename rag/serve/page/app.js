@@ -9,7 +9,9 @@
   const $ = (id) => document.getElementById(id);
 
   function withKey(headers) {
-    const all = Object.assign({}, headers || {});
+    // X-Requested-With: a server without a key takes uploads and deletions only with it (a page
+    // of another site cannot send it), so the page always sends it.
+    const all = Object.assign({ "X-Requested-With": "rag-page" }, headers || {});
     if (state.key) all.Authorization = "Bearer " + state.key;
     return all;
   }
