@@ -43,8 +43,8 @@ class LegacySegment(SegmentReader):
             f"file:{snapshot / DOCSTORE}?mode=ro", uri=True, check_same_thread=False
         )
         ids, rows = read_vectors(snapshot)
-        self.ids = ids
-        self.vectors = SegmentVectors(None, manifest.dimension, rows=rows)
+        self._ids = ids
+        self._vectors = SegmentVectors(None, manifest.dimension, rows=rows)
         self.lexical = None  # type: ignore[assignment]
         self.deleted = frozenset()
         self.deleted_sorted = []

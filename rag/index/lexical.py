@@ -126,16 +126,31 @@ def idf(doc_freq: int, docs: int) -> float:
 
 
 class LexicalSegment:
-    """The tantivy postings of one segment, opened memory-mapped."""
+    """The tantivy postings of one segment, opened memory-mapped.
+
+    The binding's ``Index.open`` starts a thread that polls the index's meta file (tantivy's
+    reload watcher; no reload policy of the binding avoids it), and the thread and the memory
+    maps last while the index or any searcher of it is referenced: :meth:`close` drops both.
+    """
 
     def __init__(self, path: Path) -> None:
         tantivy = _tantivy()
-        self._index = tantivy.Index.open(str(path))
-        self._searcher = self._index.searcher()
+        self.path = path
+        self._index: Any = tantivy.Index.open(str(path))
+        self._searcher: Any = self._index.searcher()
         self.docs = int(self._searcher.num_docs)
 
+    def close(self) -> None:
+        self._index = self._searcher = None
+
+    def _open(self) -> Any:
+        if self._searcher is None:
+            raise ValueError(f"the postings in {self.path} are closed")
+        return self._searcher
+
     def doc_freqs(self, terms: Sequence[str]) -> list[int]:
-        return [int(self._searcher.doc_freq("text", t)) for t in terms]
+        searcher = self._open()
+        return [int(searcher.doc_freq("text", t)) for t in terms]
 
     def search(
         self,
@@ -150,6 +165,7 @@ class LexicalSegment:
         """The ``k`` best (chunk id, score): an OR of ``terms``, each boosted, restricted to
         ``documents`` (None: all) and ``pages``, never in the ``deleted`` documents."""
         tantivy = _tantivy()
+        searcher = self._open()
         schema, q = self._index.schema, tantivy.Query
         clauses = []
         for term, boost in zip(terms, boosts, strict=True):
@@ -170,8 +186,8 @@ class LexicalSegment:
             must.append((tantivy.Occur.MustNot, q.term_set_query(schema, "doc", list(deleted))))
         if must:
             query = q.boolean_query([(tantivy.Occur.Must, query), *must])
-        hits = self._searcher.search(query, limit=k, count=False).hits
-        ids = self._searcher.fast_field_values("id", [a for _, a in hits])
+        hits = searcher.search(query, limit=k, count=False).hits
+        ids = searcher.fast_field_values("id", [a for _, a in hits])
         return [(int(i), float(s)) for i, (s, _) in zip(ids, hits, strict=True)]
 
 

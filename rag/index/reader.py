@@ -93,8 +93,12 @@ class Store:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        """Release every segment's files, memory maps and threads now, not when the Store is
+        collected (``rag serve`` opens a Store per snapshot it serves)."""
         for seg in self.segments:
             seg.close()
+        with self._filter_lock:
+            self._filter_cache.clear()
 
     def __enter__(self) -> Store:
         return self

@@ -240,8 +240,10 @@ class SegmentReader:
         self.db = sqlite3.connect(
             f"file:{self.dir / ROWS}?mode=ro", uri=True, check_same_thread=False
         )
-        self.ids: np.ndarray = np.load(self.dir / IDS, mmap_mode="r")
-        self.vectors = SegmentVectors(self.dir, dimension, nprobe=info.vectors.nprobe or NPROBE)
+        self._ids: np.ndarray | None = np.load(self.dir / IDS, mmap_mode="r")
+        self._vectors: SegmentVectors | None = SegmentVectors(
+            self.dir, dimension, nprobe=info.vectors.nprobe or NPROBE
+        )
         self.lexical = LexicalSegment(self.dir / LEXICAL_DIR)
         self.deleted = frozenset(info.deleted_documents)
         self.deleted_sorted = sorted(self.deleted)  # for the postings' exclusion, per question
@@ -249,7 +251,26 @@ class SegmentReader:
         self._live_lock = threading.Lock()
 
     def close(self) -> None:
+        """Release the connection, the memory maps (each holds a descriptor) and the postings
+        now: a closed reader may stay referenced for a while (a finished request, a stream's
+        frame), and until collected it would keep them, and tantivy's watcher thread, open."""
         self.db.close()
+        if self.lexical is not None:  # None for a schema 1-2 snapshot
+            self.lexical.close()
+        self._ids = self._vectors = self._live = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The segment's chunk ids, ascending; row i of the vectors belongs to ``ids[i]``."""
+        if self._ids is None:
+            raise ValueError(f"segment {self.info.name} is closed")
+        return self._ids
+
+    @property
+    def vectors(self) -> SegmentVectors:
+        if self._vectors is None:
+            raise ValueError(f"segment {self.info.name} is closed")
+        return self._vectors
 
     @property
     def live(self) -> np.ndarray | None:
