@@ -26,15 +26,20 @@ log = logging.getLogger(__name__)
 _DEL_SEGMENT = ".del-seg-"
 
 
-def next_segment_name(index_dir: Path) -> str:
-    """A segment name no directory and no snapshot on disk uses."""
+def take_segment_name(index_dir: Path, manifest: Manifest) -> tuple[str, Manifest]:
+    """A name for a new segment, and ``manifest`` with it counted as taken (publish that).
+
+    The number comes from the manifest's counter, so a name is never given twice even once every
+    segment that had it is gone; it is never below what a directory or a snapshot on disk uses,
+    which is where a manifest written before the counter starts from."""
     numbers = [int(n.split("-")[1]) for n in segment_names(index_dir)]
     for name in snapshot_names(index_dir):
         try:
             numbers += [int(s.name.split("-")[1]) for s in read_manifest(index_dir / name).segments]
         except IndexCorrupt:
             continue
-    return f"seg-{max(numbers, default=0) + 1:06d}"
+    number = max(manifest.next_segment, max(numbers, default=0) + 1)
+    return f"seg-{number:06d}", manifest.model_copy(update={"next_segment": number + 1})
 
 
 def publish_manifest(index_dir: Path, manifest: Manifest, segments: list[SegmentInfo]) -> Path:

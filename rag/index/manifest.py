@@ -81,6 +81,10 @@ class Manifest(BaseModel):
     segments: list[SegmentInfo] = Field(default_factory=list)  # schema 3
     next_document_id: int = 1  # ids are never reused, so a tombstone can never hit a new row
     next_chunk_id: int = 1
+    # Segment names are never reused either: a reader that read an older manifest must find its
+    # segment gone, not another one under the same name. Absent from manifests written before
+    # it (older versions ignore it): the segments on disk and in the snapshots set the floor.
+    next_segment: int = 1
 
     @property
     def segmented(self) -> bool:

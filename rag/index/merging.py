@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.index.commits import next_segment_name, publish_manifest
+from rag.index.commits import publish_manifest, take_segment_name
 from rag.index.crashpoints import reach
 from rag.index.manifest import Manifest, SegmentInfo, read_manifest
 from rag.index.reader import open_segments
@@ -63,7 +63,7 @@ def merge(index_dir: Path, snapshot: Path, names: Sequence[str], ann: bool | Non
         reach("merge-rows-copied")
         if builder.documents:
             vector_index = builder.finish(ann)
-            name = next_segment_name(index_dir)
+            name, manifest = take_segment_name(index_dir, manifest)
             builder.publish(name)
             merged = [SegmentInfo(name=name, documents=builder.documents, chunks=builder.chunks,
                                   vectors=vector_index)]  # fmt: skip

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.errors import IndexCorrupt
 from rag.index.crashpoints import reach
 from rag.index.docstore import SEGMENT_SQL, DocumentRecord, list_documents
 from rag.index.lexical import LEXICAL_DIR, LexicalSegment, write_lexical
@@ -295,9 +296,24 @@ class SegmentReader:
         return np.asarray(sorted(out), dtype=np.int64)
 
     def positions(self, chunk_ids: np.ndarray) -> np.ndarray:
-        """Row numbers of ``chunk_ids``, which must be in this segment."""
-        pos = np.searchsorted(self.ids, chunk_ids)
-        return np.asarray(pos, dtype=np.int64)
+        """Row numbers of ``chunk_ids``, which must be in this segment: an id that is not would
+        otherwise get a neighbour's row, and its vector or postings be another chunk's."""
+        ids = self.ids
+        chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        pos = np.asarray(np.searchsorted(ids, chunk_ids), dtype=np.int64)
+        if len(chunk_ids):
+            found = (
+                np.asarray(ids[np.minimum(pos, len(ids) - 1)] == chunk_ids)
+                if len(ids)
+                else np.zeros(len(chunk_ids), dtype=bool)
+            )
+            if not found.all():
+                missing = chunk_ids[~found][:5].tolist()
+                raise IndexCorrupt(
+                    f"Segment {self.dir} holds no chunk {missing} that its rows or manifest "
+                    "name; run `rag index verify`."
+                )
+        return pos
 
     def holds(self, chunk_ids: np.ndarray) -> np.ndarray:
         """A bool mask: which of ``chunk_ids`` are live rows of this segment (a moved document

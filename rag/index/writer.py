@@ -22,9 +22,9 @@ import numpy as np
 
 from rag.errors import IndexCorrupt
 from rag.index.commits import (
-    next_segment_name,
     publish_manifest,
     remove_unreferenced_segments,
+    take_segment_name,
 )
 from rag.index.crashpoints import reach
 from rag.index.docstore import DocumentRecord, NewChunk, list_documents, match_patterns_in
@@ -239,7 +239,7 @@ class StoreWriter:
         infos = [self._info_of(seg) for seg in self._segments]
         if self._builder is not None and self._builder.documents:
             vector_index = self._builder.finish()
-            name = next_segment_name(self.index_dir)
+            name, self.manifest = take_segment_name(self.index_dir, self.manifest)
             self._builder.publish(name)
             infos.append(
                 SegmentInfo(
