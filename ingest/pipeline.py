@@ -280,11 +280,14 @@ def _ingest(
                 report.chunks_removed += writer.delete_document(doc.id)
                 report.deleted += 1
         if not (report.files_ingested or report.unchanged or report.renamed or report.deleted):
-            raise NothingIngested(nothing_message(report))
+            raise NothingIngested(
+                nothing_message(report), tuple((f.path, f.reason) for f in report.files_skipped)
+            )
         report.documents_total, report.chunks_total = writer.counts()
         if report.files_ingested or report.chunks_removed or report.renamed or report.deleted:
             reach("ingest-before-commit")
             writer.commit()
+            report.warnings += writer.warnings
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -61,3 +61,7 @@ class NothingIngested(RagError):
     """No input file could be ingested."""
 
     exit_code = 10
+
+    def __init__(self, message: str, skipped: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.skipped = skipped  # (path, reason) of each file skipped, for callers that rename them

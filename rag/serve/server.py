@@ -8,6 +8,7 @@ from collections.abc import Callable
 from rag.serve.app import create_app
 from rag.serve.config import ServeConfig
 from rag.serve.state import WarmIndex
+from rag.serve.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,10 @@ def serve(config: ServeConfig, *, loaded: Callable[[WarmIndex], None] | None = N
     index = WarmIndex(config.index_dir, config.settings)
     try:
         index.warm_up()
+        with index.lease() as rag:
+            # A server killed during an upload left its journal: settle it before serving.
+            indexed = {d.source: d.sha256 for d in rag.store.documents()}
+        Uploads(config.uploads).reconcile(indexed)
         app = create_app(config, index)
         if loaded is not None:
             loaded(index)

@@ -8,6 +8,7 @@ then kills the server's process group there.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -92,3 +93,81 @@ def test_sigkill_during_an_upload_leaves_the_index_as_it_was(
     assert failures, "the upload was answered although the server was killed"
     assert main(["index", "verify", "--index", str(index)]) == 0
     assert _state(index) == before
+
+
+def _indexed_sha(index: Path, source: str) -> str | None:
+    with Store.open(index) as store:
+        return next((d.sha256 for d in store.documents() if d.source == source), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("point", "committed"),
+    [
+        ("ingest-file-stored#2", False),  # the second upload's first file stored, not committed
+        ("pointer-synced#2", True),  # the second upload committed, its clean-up not done
+    ],
+)
+def test_after_a_killed_upload_and_a_restart_the_upload_directory_agrees_with_the_index(
+    serve_extra: None,
+    built_index: tuple[Path, IngestReport],
+    tmp_path: Path,
+    point: str,
+    committed: bool,
+) -> None:
+    import hashlib
+
+    from tests.conftest import ATTENTION_PDF
+
+    index = copy_index(built_index[0], tmp_path / "index")
+    marker = tmp_path / "paused"
+    v1, v2 = b"# Same\n\nThe first version has seven owls.", b"# Same\n\nThe second has nine owls."
+    server = Server(
+        index, tmp_path, api_key=None, env={"RAG_PAUSE_AT": point, "RAG_PAUSE_FILE": str(marker)}
+    )
+    try:
+        server.wait_ready()
+        first = httpx.post(
+            f"{server.url}/v1/documents",
+            files=[("files", ("same.md", v1))],
+            headers=server.headers,
+            timeout=600.0,
+        )
+        assert first.status_code == 200, first.text
+        source = first.json()["documents"][0]["source"]
+
+        def replace() -> None:
+            pdf = ATTENTION_PDF.read_bytes()
+            with contextlib.suppress(httpx.TransportError):  # the server dies under it
+                httpx.post(
+                    f"{server.url}/v1/documents",
+                    files=[("files", ("same.md", v2)), ("files", ("paper.pdf", pdf))],
+                    headers=server.headers,
+                    timeout=600.0,
+                )
+
+        sender = threading.Thread(target=replace, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 300.0
+        while not marker.exists():
+            assert time.monotonic() < deadline, f"never paused at {point}:\n{server.log()}"
+            time.sleep(0.05)  # polling the marker; the limit is the deadline above
+        server.kill()
+        sender.join(timeout=120.0)
+    finally:
+        server.stop()
+    restarted = Server(index, tmp_path, api_key=None)
+    try:
+        restarted.wait_ready()
+    finally:
+        restarted.stop()
+    kept = restarted.upload_dir / "same.md"
+    expected = v2 if committed else v1
+    assert kept.read_bytes() == expected
+    assert _indexed_sha(index, source) == hashlib.sha256(expected).hexdigest()
+    pdf_source = str(restarted.upload_dir.resolve() / "paper.pdf")
+    assert (restarted.upload_dir / "paper.pdf").exists() is committed
+    assert (_indexed_sha(index, pdf_source) is not None) is committed
+    assert sorted(p.name for p in restarted.upload_dir.iterdir() if p.name.startswith(".")) == [
+        ".names.json"
+    ]

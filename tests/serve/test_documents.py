@@ -151,3 +151,71 @@ def test_an_unsupported_type_is_415_and_a_file_without_text_422(server: Server) 
     assert r.status_code == 422 and "blank.txt" in r.json()["error"]["message"]
     assert _state(server.index) == before
     assert not (server.upload_dir / "blank.txt").exists()
+
+
+def _leftovers(server: Server) -> list[str]:
+    """Staged bytes, journals and copies of replaced files: none may outlive a request."""
+    return sorted(
+        p.name
+        for p in server.upload_dir.iterdir()
+        if p.name.startswith((".incoming-", ".previous-", ".journal-"))
+    )
+
+
+def test_a_long_non_latin_name_is_cut_by_bytes_and_kept(server: Server) -> None:
+    client_name = "报告" * 60 + ".txt"  # 120 characters, 364 bytes in UTF-8
+    r = _upload(server, [(client_name, ZEBRA.encode())])
+    assert r.status_code == 200, r.text
+    [doc] = r.json()["documents"]
+    assert doc["name"].endswith(".txt") and doc["name"].startswith("报告报告")
+    assert len(doc["name"].encode()) <= 240
+    assert (server.upload_dir / doc["name"]).read_bytes() == ZEBRA.encode()
+    assert _leftovers(server) == []
+    gone = httpx.delete(
+        f"{server.url}/v1/documents/{doc['name']}", headers=server.headers, timeout=120.0
+    )
+    assert gone.status_code == 200, gone.text
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("a?b.txt", "a!b.txt"), ("Report.TXT", "Report.txt")]
+)
+def test_two_client_names_kept_under_one_name_do_not_replace_each_other(
+    server: Server, first: str, second: str
+) -> None:
+    r = _upload(server, [(first, ZEBRA.encode())])
+    assert r.status_code == 200, r.text
+    [doc] = r.json()["documents"]
+    assert doc["replaced"] is False
+    try:
+        before = _state(server.index)
+        clash = _upload(server, [(second, b"Another document entirely, about otters.")])
+        assert clash.status_code == 409, clash.text
+        message = clash.json()["error"]["message"]
+        assert repr(first) in message and doc["name"] in message
+        assert _state(server.index) == before
+        assert (server.upload_dir / doc["name"]).read_bytes() == ZEBRA.encode()
+        assert _leftovers(server) == []
+        # The same client name again replaces its own document, and says so.
+        again = _upload(server, [(first, (ZEBRA + " Nine are spare.").encode())])
+        assert again.status_code == 200, again.text
+        assert again.json()["documents"][0]["replaced"] is True
+        assert _leftovers(server) == []
+    finally:
+        httpx.delete(
+            f"{server.url}/v1/documents/{doc['name']}", headers=server.headers, timeout=120.0
+        )
+    # Once the document is gone, the name is free for the other client name.
+    r = _upload(server, [(second, ZEBRA.encode())])
+    assert r.status_code == 200, r.text
+    httpx.delete(f"{server.url}/v1/documents/{doc['name']}", headers=server.headers, timeout=120)
+
+
+def test_a_refused_upload_names_no_server_path_and_leaves_nothing(server: Server) -> None:
+    r = _upload(server, [("blank.txt", b"\x00\x01binary"), ("empty.md", b"")])
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "blank.txt" in message and "empty.md" in message
+    assert str(server.upload_dir.resolve()) not in message and "/" not in message
+    assert _leftovers(server) == []
+    assert not (server.upload_dir / "blank.txt").exists()
