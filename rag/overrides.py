@@ -6,6 +6,8 @@ from __future__ import annotations
 import typing
 from typing import Any
 
+from pydantic import ValidationError
+
 from rag.config import Settings
 from rag.errors import ConfigError
 
@@ -58,6 +60,12 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
     try:
         for name, value in values.items():
             setattr(copy, name, value)
-    except Exception as exc:
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']} (got {e['input']!r})"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"Invalid override: {problems}.") from exc
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid override: {exc}") from exc
     return copy

@@ -15,7 +15,7 @@ from rag.errors import RagError
 from rag.serve import routes_documents, routes_query
 from rag.serve.config import ServeConfig
 from rag.serve.context import Served
-from rag.serve.errors import ApiError, body, from_library
+from rag.serve.errors import ApiError, Scrubber, body, from_library, unexpected
 from rag.serve.guards import ASGIApp, Guard
 from rag.serve.origins import OriginPolicy
 from rag.serve.state import WarmIndex
@@ -37,6 +37,7 @@ def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | N
         redoc_url=None,
     )
     app.state.served = Served(config, index, Uploads(config.uploads), ingest_workers)
+    app.state.scrub = Scrubber(config.uploads.expanduser().resolve(), config.index_dir)
     app.include_router(routes_query.router)
     app.include_router(routes_documents.router)
     _add_page(app)
@@ -75,25 +76,39 @@ def _add_page(app: FastAPI) -> None:
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> Response:
-        return _json(exc.status, exc.message, exc.kind)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return _json(exc.status, app.state.scrub(exc.message), exc.kind, _request_id(request))
 
     @app.exception_handler(RagError)
-    async def library_error(_: Request, exc: RagError) -> Response:
-        err = from_library(exc)
-        if err.status >= 500:
-            log.warning("request failed: %s", exc)
-        return _json(err.status, err.message, err.kind)
+    async def library_error(request: Request, exc: RagError) -> Response:
+        rid = _request_id(request)
+        err = from_library(exc, rid, app.state.scrub)
+        return _json(err.status, err.message, err.kind, rid)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(_problem(e) for e in exc.errors()[:5])
-        return _json(422, f"Invalid request: {problems}.", "invalid_request_error")
+        return _json(
+            422, f"Invalid request: {problems}.", "invalid_request_error", _request_id(request)
+        )
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _json(exc.status_code, str(exc.detail), kind)
+        response = _json(exc.status_code, str(exc.detail), kind, _request_id(request))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> Response:
+        rid = _request_id(request)
+        err = unexpected(exc, rid)
+        return _json(err.status, err.message, err.kind, rid)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -101,5 +116,5 @@ def _problem(error: dict[str, Any]) -> str:
     return f"{where or 'body'}: {error.get('msg', 'invalid')}"
 
 
-def _json(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse(body(status, message, kind), status_code=status)
+def _json(status: int, message: str, kind: str, request_id: str = "") -> JSONResponse:
+    return JSONResponse(body(status, message, kind, request_id), status_code=status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -57,6 +58,10 @@ class Guard:
             return
         path: str = scope["path"]
         headers = dict(scope.get("headers") or [])
+        # Every answer carries an id; an error's details are logged under it, not sent.
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        send = _with_request_id(send, request_id)
         method: str = scope.get("method", "GET")
         host = _header(headers, b"host")
         refused = self.origins.host_problem(host)
@@ -127,6 +132,19 @@ class Guard:
         if scope["path"] == UPLOAD_PATH and scope["method"] == "POST":
             return self.limits.max_upload_bytes, "An upload (all its files together)"
         return self.limits.max_body_bytes, "A request body"
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode()),
+            ]
+        await send(message)
+
+    return sending
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:

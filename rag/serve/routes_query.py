@@ -11,14 +11,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from rag.answer import Answer
 from rag.errors import RagError
 from rag.serve import completions
 from rag.serve.context import Ctx, Served
-from rag.serve.errors import ApiError, body, from_library
+from rag.serve.errors import ApiError, body, from_library, unexpected
 from rag.serve.schemas import AskRequest, ChatCompletionRequest, FilterSpec, RetrieveRequest
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ def ask(req: AskRequest, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | StreamingResponse:
+def chat_completions(
+    req: ChatCompletionRequest, ctx: Ctx, request: Request
+) -> dict[str, Any] | StreamingResponse:
     """OpenAI's chat completion: the answer cites ``[n]``; ``citations`` holds the passages."""
     model = ctx.config.served_model
     if req.model and req.model != model:
@@ -85,6 +87,8 @@ def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | S
     with ctx.index.lease() as rag:
         _, question = completions.conversation(rag, req.messages)
     _check_question(ctx, question)
+
+    request_id = str(getattr(request.state, "request_id", ""))
 
     def events() -> Iterator[bytes]:
         created = int(time.time())
@@ -115,11 +119,11 @@ def chat_completions(req: ChatCompletionRequest, ctx: Ctx) -> dict[str, Any] | S
             yield chunk({}, "stop", answer)
             yield completions.event("[DONE]")
         except RagError as exc:
-            err = from_library(exc)
-            yield completions.event(body(err.status, err.message, err.kind))
+            err = from_library(exc, request_id, request.app.state.scrub)
+            yield completions.event(body(err.status, err.message, err.kind, request_id))
         except Exception as exc:
-            log.exception("streamed answer failed")
-            yield completions.event(body(500, f"The answer failed: {exc}", "server_error"))
+            err = unexpected(exc, request_id)
+            yield completions.event(body(err.status, err.message, err.kind, request_id))
         finally:
             ctx.index.release(snap)
 

@@ -200,7 +200,9 @@ def test_json_errors_in_openai_shape(server: Server) -> None:
         timeout=30.0,
     )
     assert r.status_code == 422
-    assert set(json.loads(r.text)["error"]) == {"message", "type", "code"}
+    error = json.loads(r.text)["error"]
+    assert set(error) == {"message", "type", "code", "request_id"}
+    assert error["request_id"] == r.headers["x-request-id"]
 
 
 @pytest.mark.parametrize("origin", [ALLOWED_ORIGIN, "http://elsewhere.example"])
