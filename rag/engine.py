@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ class RAG:
         self.store = store
         self.settings = settings
         self.embedder = embedder
-        self._backend: Any = None
+        self._model = _ModelSlot()
         self._template_cache: Any = None
 
     @classmethod
@@ -61,7 +62,7 @@ class RAG:
         """A RAG over ``store`` (such as a newer snapshot of the same index) that shares this
         one's settings, embedder and language model, loaded or not."""
         rag = RAG(store, self.settings, self.embedder)
-        rag._backend = self._backend
+        rag._model = self._model  # shared: loaded by either, loaded for both
         return rag
 
     def close(self) -> None:
@@ -119,7 +120,7 @@ class RAG:
         """
         settings = self._settings_for(overrides)
         if settings.resolved_answer_mode == "extract":
-            return self._extract(question, settings, filters, query)
+            return self._extract(question, settings, filters, query, history)
         parts = self._chain(settings, filters)
         inputs = _inputs(question, history, instructions, query)
         answer: Answer = parts.full.invoke(inputs)
@@ -139,7 +140,9 @@ class RAG:
         whole answer at once)."""
         settings = self._settings_for(overrides)
         if settings.resolved_answer_mode == "extract":
-            return AnswerStream.at_once(lambda: self._extract(question, settings, filters, query))
+            return AnswerStream.at_once(
+                lambda: self._extract(question, settings, filters, query, history)
+            )
         from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
         parts = self._chain(settings, filters)
@@ -250,26 +253,40 @@ class RAG:
 
     # -- internals --
     def _extract(
-        self, question: str, settings: Settings, filters: Any, query: str | None
+        self,
+        question: str,
+        settings: Settings,
+        filters: Any,
+        query: str | None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> Answer:
-        """An extractive answer: sentences of the retrieved passages, no language model."""
-        from rag.extract import extract_answer
+        """An extractive answer: sentences of the retrieved passages, no language model. A
+        follow-up is read with the earlier questions of ``history`` (:mod:`rag.followup`)."""
+        from rag import followup
+        from rag.extract import DEFAULT_WEIGHTS, extract_answer
         from rag.retrieval.retriever import to_citation
 
         # No prompt bounds what extraction reads, so it may read more passages than top_k.
         reads = max(settings.top_k, settings.extract_top_k)
         if reads != settings.top_k:
             settings = settings.model_copy(update={"top_k": reads})
-        docs = self._retriever(settings, filters).invoke(query or question)
+        joined = followup.conversation(question, history)
+        docs = self._retriever(settings, filters).invoke(query or joined or question)
+        passages = [to_citation(d, i) for i, d in enumerate(docs, start=1)]
+        found = None
+        if joined is not None:
+            found = followup.candidates_for(question, joined, passages, self.embedder)
         return extract_answer(
             question,
-            [to_citation(d, i) for i, d in enumerate(docs, start=1)],
+            passages,
             self.embedder,
             abstain_phrase=self._templates().abstain_phrase,
             abstain_below=settings.abstain_below,
             min_score=settings.extract_min_score,
             model=f"extract:{self.embedder.name}",
             query=query,
+            found=found,
+            weights=DEFAULT_WEIGHTS if found is None else followup.WEIGHTS,
         )
 
     def _extract_or_error(
@@ -283,11 +300,13 @@ class RAG:
 
     @property
     def backend(self) -> Any:
-        if self._backend is None:
-            from rag.llm.factory import make_backend
+        """The language model's backend, made on first use, once, whichever thread asks first."""
+        return self._model.get(self.settings)
 
-            self._backend = make_backend(self.settings)
-        return self._backend
+    @property
+    def _backend(self) -> Any:
+        """The backend if it has been made, else None (nothing is loaded to find out)."""
+        return self._model.value
 
     def _settings_for(self, overrides: dict[str, Any]) -> Settings:
         return apply_overrides(self.settings, overrides)
@@ -350,3 +369,21 @@ def _reranker(settings: Settings) -> Any:
     from rag.retrieval.reranking import load_reranker
 
     return load_reranker(settings.reranker, settings.device)
+
+
+class _ModelSlot:
+    """One backend for a RAG and every RAG made from it by :meth:`RAG.over`: two threads that
+    ask for it at once (two requests of a server) load the model once."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings) -> Any:
+        if self.value is None:
+            with self._lock:
+                if self.value is None:
+                    from rag.llm.factory import make_backend
+
+                    self.value = make_backend(settings)
+        return self.value

@@ -132,3 +132,42 @@ def test_ask_stream_and_ask_many_abstain_alike(rag: RAG) -> None:
         # Abstained before asking the model, as the threshold requires.
         assert off.usage.completion_tokens == 0, how
         assert not on.abstained, f"{how} abstained on an answerable question: {on.answer!r}"
+
+
+def test_the_model_is_made_once_for_concurrent_callers_and_snapshots(
+    built_index: tuple[Path, IngestReport],
+    settings: Settings,
+    embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+    import time
+
+    import rag.llm.factory as factory
+
+    made: list[object] = []
+    real = factory.make_backend
+
+    def slow_make(s: Settings) -> object:
+        time.sleep(0.5)  # a model load takes seconds: both threads are inside at once
+        backend = real(s)
+        made.append(backend)
+        return backend
+
+    monkeypatch.setattr(factory, "make_backend", slow_make)
+    first = RAG.open(built_index[0], settings, embedder=embedder)
+    second = first.over(first.store)
+    try:
+        got: list[object] = []
+        threads = [
+            threading.Thread(target=lambda r=r: got.append(r.backend)) for r in (first, second)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(made) == 1
+        assert got[0] is got[1] is made[0]
+        assert first.over(first.store).backend is made[0]
+    finally:
+        first.close()
