@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -46,11 +47,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                      help="files in one upload (default 20)")  # fmt: skip
     lim.add_argument("--max-question-chars", type=_number(int, 1), default=4000, metavar="N",
                      help="longest question (default 4000)")  # fmt: skip
+    s.add_argument("--allow-overrides", type=_override_groups, default=None, metavar="GROUPS",
+                   help="what clients may change per request: groups retrieval, sampling, "
+                   "answer_mode, separated by commas, or all, or none (default retrieval,sampling)")  # fmt: skip
+    lim.add_argument("--max-tokens-limit", type=_number(int, 1), default=None, metavar="N",
+                     help="most tokens a client may ask for; larger requests are lowered to it "
+                     "(default: the configured max_tokens)")  # fmt: skip
     _llm_options(s, retrieval=False)
     s.add_argument("--answer-mode", choices=("auto", "generate", "extract"),
                    help="as for rag ask (default auto: generate with --llm-url, else extract)")  # fmt: skip
     s.add_argument("--mode", choices=("dense", "lexical", "hybrid"), help="retrieval mode")
     s.set_defaults(func=_cmd_serve)
+
+
+def _override_groups(spec: str) -> frozenset[str]:
+    from rag.serve.permissions import parse_groups
+
+    try:
+        return parse_groups(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _missing_extra() -> list[str]:
@@ -93,7 +109,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_question_chars=args.max_question_chars,
         ),
         upload_dir=args.upload_dir,
+        max_tokens_limit=args.max_tokens_limit,
     )
+    if args.allow_overrides is not None:
+        config = dataclasses.replace(config, allow_overrides=args.allow_overrides)
     config.check()  # an exposed address without a key is refused before anything loads
     from rag.serve.server import serve
 

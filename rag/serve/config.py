@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rag.config import Settings
 from rag.errors import ConfigError
+from rag.serve.permissions import DEFAULT_GROUPS
 
 MB = 1024 * 1024
 
@@ -44,11 +45,19 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # host names a keyless server answers to besides loopback
     limits: Limits = field(default_factory=Limits)
+    # Which per-request settings clients may change (rag.serve.permissions), and the most tokens
+    # a client may ask for (None: the configured max_tokens).
+    allow_overrides: frozenset[str] = DEFAULT_GROUPS
+    max_tokens_limit: int | None = None
     upload_dir: Path | None = None  # where uploads are kept; default under settings.cache_dir
 
     @property
     def served_model(self) -> str:
         return self.model_name or f"rag:{self.index_dir.resolve().name}"
+
+    @property
+    def token_bound(self) -> int:
+        return self.max_tokens_limit or self.settings.max_tokens
 
     @property
     def uploads(self) -> Path:

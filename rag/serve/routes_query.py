@@ -19,6 +19,7 @@ from rag.errors import RagError
 from rag.serve import completions
 from rag.serve.context import Ctx, Served
 from rag.serve.errors import ApiError, body, from_library, unexpected
+from rag.serve.permissions import permitted
 from rag.serve.schemas import AskRequest, ChatCompletionRequest, FilterSpec, RetrieveRequest
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ def retrieve(req: RetrieveRequest, ctx: Ctx) -> dict[str, Any]:
     _check_question(ctx, req.question)
     filters = _filters(req.filters)
     with ctx.index.lease() as rag:
-        passages = rag.retrieve(req.question, req.k, filters=filters, **req.overrides())
+        passages = rag.retrieve(
+            req.question, req.k, filters=filters, **_permitted(ctx, req.overrides())
+        )
     return {
         "question": req.question,
         "passages": [p.model_dump(mode="json") for p in passages],
@@ -50,7 +53,7 @@ def ask(req: AskRequest, ctx: Ctx) -> dict[str, Any]:
             history=req.history,
             instructions=req.instructions,
             filters=filters,
-            **req.overrides.given(),
+            **_permitted(ctx, req.overrides.given()),
         )
     data: dict[str, Any] = answer.model_dump(mode="json")
     return data
@@ -76,12 +79,13 @@ def chat_completions(
             f"{ctx.config.limits.max_messages}. Drop the oldest turns.",
         )
     filters = _filters(req.filters)
+    overrides = _permitted(ctx, req.overrides())
     completion_id = completions.new_id()
     if not req.stream:
         with ctx.index.lease() as rag:
             chat, question = completions.conversation(rag, req.messages)
             _check_question(ctx, question)
-            answer = chat.send(question, filters=filters, **req.overrides())
+            answer = chat.send(question, filters=filters, **overrides)
         return completions.completion(answer, model, completion_id)
     # Checked before the stream starts, so that a bad request is a 4xx, not a broken stream.
     with ctx.index.lease() as rag:
@@ -107,7 +111,7 @@ def chat_completions(
         try:
             chat, _ = completions.conversation(snap.rag, req.messages)
             yield chunk({"role": "assistant", "content": ""})
-            result = chat.stream(question, filters=filters, **req.overrides())
+            result = chat.stream(question, filters=filters, **overrides)
             if isinstance(result, Answer):  # an instruction, acknowledged at once
                 answer = result
                 yield chunk({"content": answer.answer})
@@ -132,6 +136,10 @@ def chat_completions(
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+def _permitted(ctx: Served, overrides: dict[str, Any]) -> dict[str, Any]:
+    return permitted(overrides, ctx.config.allow_overrides, ctx.config.token_bound)
 
 
 def _filters(spec: FilterSpec | None) -> Any:

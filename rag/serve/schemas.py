@@ -56,7 +56,9 @@ class Overrides(_RetrievalSettings):
 
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(
+        None, ge=1, description="Lowered to the server's --max-tokens-limit when above it."
+    )
     seed: int | None = None
     top_k: int | None = Field(None, ge=1, le=100)
     repetition_penalty: float | None = None
@@ -114,8 +116,12 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(
+        None, ge=1, description="Lowered to the server's --max-tokens-limit when above it."
+    )
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="As max_tokens, which it replaces in OpenAI's API."
+    )
     seed: int | None = None
     stream: bool = False
     n: int | None = Field(None, ge=1, le=1)
