@@ -58,6 +58,11 @@ class IngestReport(BaseModel):
     chunks_total: int = 0
     documents_total: int = 0
     seconds: float = 0.0
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What failed after the commit was published (a merge, a clean-up), with the "
+        "command that finishes it; the files listed above are in the index all the same.",
+    )
     dry_run: bool = False
     plan: IngestPlan | None = Field(None, description="What would change (dry runs only).")
 

@@ -109,6 +109,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         f"Index {settings.index_dir}: {report.documents_total} documents, "
         f"{report.chunks_total} chunks."
     )
+    for warning in report.warnings:
+        print(f"Warning: {warning}")
     return 0
 
 

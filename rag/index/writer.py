@@ -14,6 +14,7 @@ in a commit of their own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ from rag.index.snapshots import (
     snapshot_names,
 )
 
+log = logging.getLogger(__name__)
+
 
 class StoreWriter:
     """Changes to an index, published atomically by :meth:`commit`. Use :func:`open_writer`."""
@@ -51,6 +54,9 @@ class StoreWriter:
         self._base = base
         self._committed = False
         self.migrated = False
+        # What went wrong after the commit was published (a merge, a clean-up): the data is in,
+        # so these are warnings for the caller to show, with what to run, not errors.
+        self.warnings: list[str] = []
         self._segments: list[SegmentReader] = []
         self._builder: SegmentBuilder | None = None
         self._deleted: dict[str, set[int]] = {}  # segment -> documents deleted by this write
@@ -256,16 +262,39 @@ class StoreWriter:
         snap = publish_manifest(self.index_dir, self.manifest, infos)
         self._committed = True
         self.close()
+        # The data is durable from here on: what follows only tidies up, so its failure is
+        # reported as a warning and the commit still returns (raising would make `rag ingest`
+        # and uploads report a failure for data that is in the index).
         if merge:
-            snap = merge_by_policy(self.index_dir, snap)
+            try:
+                snap = merge_by_policy(self.index_dir, snap)
+            except Exception as exc:
+                # Merges publish one by one: CURRENT (ours, under the lock) names the last.
+                snap = current_snapshot(self.index_dir)
+                self._warn(
+                    f"The commit is in ({snap.name}), but merging segments after it failed: "
+                    f"{exc}. The index answers as it is; run `rag index optimize --index "
+                    f"{self.index_dir}` to merge (a later write also retries)."
+                )
         self.manifest = read_manifest(snap)
         # The snapshot this write started from stays for readers that read CURRENT just before
         # it moved on; older ones (and snapshots of interrupted writes) go, then the segments
         # that no snapshot left on disk lists.
         keep = {snap.name} | ({self._base.name} if self._base is not None else set())
-        remove_stale(self.index_dir, keep=keep)
-        remove_unreferenced_segments(self.index_dir)
+        try:
+            remove_stale(self.index_dir, keep=keep)
+            remove_unreferenced_segments(self.index_dir)
+        except Exception as exc:
+            self._warn(
+                f"The commit is in ({snap.name}), but removing old snapshots or segments after "
+                f"it failed: {exc}. They only take disk space and the next write retries; run "
+                f"`rag index verify --index {self.index_dir}` to check the index."
+            )
         return snap
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.warnings.append(message)
 
     def close(self) -> None:
         for seg in self._segments:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rag.errors import IndexCorrupt
+from rag.index import writer as writer_module
 from rag.index.docstore import NewChunk
 from rag.index.manifest import Manifest, read_manifest
 from rag.index.reader import Store, open_segments
@@ -117,3 +119,59 @@ def test_positions_refuses_ids_that_are_not_in_the_segment(tmp_path: Path) -> No
     finally:
         first.close()
         second.close()
+
+
+# --- what a commit reports once its data is published ---
+
+
+def test_a_merge_failure_after_the_commit_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = tmp_path / "index"
+    with open_writer(index, _manifest()) as w:
+        _add(w, "/a.txt", seed=1)
+        w.commit()
+
+    def broken(index_dir: Path, snapshot: Path) -> Path:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(writer_module, "merge_by_policy", broken)
+    with caplog.at_level(logging.WARNING, logger="rag.index"), open_writer(index, _manifest()) as w:
+        _add(w, "/b.txt", seed=2)
+        snap = w.commit()  # returns: the data is in, only the merge after it failed
+    assert snap == current_snapshot(index)
+    (warning,) = w.warnings
+    assert "No space left on device" in warning
+    assert f"rag index optimize --index {index}" in warning
+    assert any(warning in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    with Store.open(index) as store:
+        assert [d.source for d in store.documents()] == ["/a.txt", "/b.txt"]
+    # The next write merges and cleans up as usual, with nothing to report.
+    monkeypatch.undo()
+    with open_writer(index, _manifest()) as w:
+        _add(w, "/c.txt", seed=3)
+        w.commit()
+    assert w.warnings == []
+
+
+def test_a_clean_up_failure_after_the_commit_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    with open_writer(index, _manifest()) as w:
+        _add(w, "/a.txt", seed=1)
+        w.commit()
+
+    def broken(index_dir: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(index_dir / "segments"))
+
+    with open_writer(index, _manifest()) as w:
+        _add(w, "/b.txt", seed=2)
+        # Only the clean-up after the publish fails; the one at lock time has run.
+        monkeypatch.setattr(writer_module, "remove_unreferenced_segments", broken)
+        snap = w.commit()
+    assert snap == current_snapshot(index)
+    (warning,) = w.warnings
+    assert "Permission denied" in warning and f"rag index verify --index {index}" in warning
+    with Store.open(index) as store:
+        assert [d.source for d in store.documents()] == ["/a.txt", "/b.txt"]
