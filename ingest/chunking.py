@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.loaders import Page
+from rag.sentences import strip_span
 
 Counter = Callable[[Sequence[str]], list[int]]
 
@@ -78,7 +79,7 @@ class Chunker:
     def _pieces(self, text: str) -> list[tuple[int, int]]:
         raw = []
         for m in _PIECE_RE.finditer(text):
-            s, e = _strip(text, m.start(), m.end())
+            s, e = strip_span(text, m.start(), m.end())
             if s < e:
                 raw.append((s, e))
         if not raw:
@@ -193,14 +194,6 @@ class Chunker:
                 out.append(part)
             prev = span
         return out
-
-
-def _strip(text: str, s: int, e: int) -> tuple[int, int]:
-    while s < e and text[s].isspace():
-        s += 1
-    while e > s and text[e - 1].isspace():
-        e -= 1
-    return s, e
 
 
 def _section_at(headings: list[tuple[int, str]], starts: list[int], offset: int) -> str | None:

@@ -11,9 +11,17 @@ with exact spans) is scored by a weighted sum of
 - ``context``: the best cosine of a neighbouring sentence of the same passage, since an answer
   often follows the sentence that restates the question;
 - ``numeric``: 1 when the question asks for a quantity or a time ("how many", "when", "what
-  percentage") and the sentence holds a number, else 0;
+  percentage") and the sentence holds a number, else 0 (English questions only; it weighs 0);
 - ``length``: the sentence's words up to FULL_WORDS, over FULL_WORDS: a fragment ("Justices of
   the Supreme Court.") can match the question closely and still answer nothing.
+
+Sentences, words and content words are those of any script (:mod:`rag.sentences`,
+:mod:`rag.spans`): a Chinese sentence counts a word per two characters and shares pairs of
+characters with the question. The embedder may know only English (all-MiniLM-L6-v2 gives a Greek
+question about football a cosine of 0.74 with a Greek sentence about Mount Olympus), so in other
+languages the word overlap decides the choice. Answering sentences in German, Russian, Greek and
+Chinese score above the default ``min_score``, other topics' sentences below it
+(tests/rag/test_extract.py).
 
 A sentence that ends with a colon introduces what follows and is never quoted.
 

@@ -22,7 +22,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# Words too common to help ranking; dropping them keeps OR queries fast on large indexes.
+# Words too common to help ranking; dropping them keeps OR queries fast on large indexes. They are
+# dropped from questions only (postings keep every word: en_stem has no stopword filter), so the
+# list can change without reindexing. Extract mode's content words (rag.spans) leave out the same
+# words. Beside English: the commonest function words and the question words of German, Russian
+# and Greek, which would otherwise count as content words that no answer holds; German words that
+# are English words too ("die", "war", "den", "mit", "hat") are left out.
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being
     below between both but by can could did do does doing down during each few for from further had
@@ -30,7 +35,19 @@ STOPWORDS = frozenset(
     me more most my myself no nor not now of off on once only or other our ours ourselves out over
     own same she should so some such than that the their theirs them themselves then there these
     they this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours yourself yourselves""".split()  # noqa: SIM905
+    whom why will with would you your yours yourself yourselves
+
+    auch auf bei das dem der ein eine einem einen einer eines für ist nach nicht oder sich sind über
+    und viele wann warum welche welchem welchen welcher welches wer wie wird wo wurde wurden zu zum
+    zur
+
+    а без бы был была были было быть в во вы где да для до его её если есть ещё же за и из или
+    их к как какая каким какие каков какова каково каковы каких каком какое какой какую когда кто
+    ли на над не но о об он она они оно от по под при с со сколько так то у уже что чем это я
+
+    από για γιατί δεν είναι έχει έχουν ένα ένας η ήταν θα και με μια να ο οι πού πόσα πόσες πόση
+    πόσο πόσοι ποια ποιες ποιο ποιοι ποιον ποιος πότε που πώς σε στα στη στην στις στο στον στους
+    τα την της τη τις το τον του τους των""".split()  # noqa: SIM905
 )
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 

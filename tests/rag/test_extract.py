@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest import IngestReport
+from ingest import IngestReport, ingest
 from ingest.loaders.files import load
 from rag import RAG, Answer
 from rag.answer import Citation
 from rag.config import Settings
 from rag.errors import ConfigError
 from rag.extract import extract_answer
+from rag.llm.tokens import Tokenizer
 from rag.retrieval.embeddings import Embedder
 from rag.sentences import split_sentences
 from rag.spans import answer_span, terms
@@ -275,3 +276,118 @@ def test_trimmed_quote_keeps_exact_offsets_and_its_citation() -> None:
     assert (q.n, q.source, q.page) == (2, "bats.txt", None)
     assert answer.citations == [passage]
     assert answer.answer == "veterinarians of the institute (WIV). [2]"
+
+
+# Short factual documents in five languages, one index. The sentences the answers must come from
+# open with capitals outside ASCII (Über, Её, Ωστόσο) or follow 。！？ with no space.
+MULTILINGUAL = {
+    "zugspitze.de.txt": (
+        "Die Zugspitze ist mit 2962 Metern der höchste Berg Deutschlands. Sie liegt im "
+        "Wettersteingebirge an der Grenze zu Österreich. Über 500.000 Menschen besuchen den Gipfel "
+        "jedes Jahr. Die erste dokumentierte Besteigung gelang dem Vermessungsoffizier Josef Naus "
+        "im Jahr 1820. Äußerst beliebt ist die Fahrt mit der Bayerischen Zugspitzbahn, einer "
+        "Zahnradbahn, die seit 1930 auf den Berg führt.\n"
+    ),
+    "baikal.ru.txt": (
+        "Байкал — озеро тектонического происхождения в южной части Восточной Сибири. Это самое "
+        "глубокое озеро на планете: его наибольшая глубина составляет 1642 метра. В Байкале "
+        "содержится около 20 % мировых запасов пресной озёрной воды. Летом вода прогревается "
+        "слабо. Её температура у поверхности летом редко превышает 15 градусов. В 1996 году "
+        "озеро Байкал было включено в список объектов всемирного наследия ЮНЕСКО.\n"
+    ),
+    "olympus.el.txt": (
+        "Ο Όλυμπος είναι το ψηλότερο βουνό της Ελλάδας. Βρίσκεται στα σύνορα της Θεσσαλίας με τη "
+        "Μακεδονία. Η ψηλότερη κορυφή του, ο Μύτικας, έχει υψόμετρο 2918 μέτρα. Ωστόσο η πρώτη "
+        "καταγεγραμμένη ανάβαση στην κορυφή έγινε μόλις το 1913. Την κορυφή κατέκτησαν ο Χρήστος "
+        "Κάκκαλος, ο Φρεντερίκ Μπουασονά και ο Ντανιέλ Μπο-Μποβί. Το 1938 ο Όλυμπος έγινε ο "
+        "πρώτος εθνικός δρυμός της χώρας.\n"
+    ),
+    "everest.zh.txt": (
+        "珠穆朗玛峰是世界上海拔最高的山峰，位于中国与尼泊尔的边界上。根据2020年的测量，珠穆朗玛峰的"
+        "海拔高度为8848.86米。1953年5月29日，埃德蒙·希拉里和丹增·诺尔盖首次登上了珠穆朗玛峰的顶峰。"
+        "这是人类登山历史上的伟大壮举！此后每年春季都有数百名登山者尝试攀登这座山峰。为什么这么多人想"
+        "要登顶？因为它是世界第一高峰。\n"
+    ),
+    "everest.en.txt": (
+        "Mount Everest is the highest mountain on Earth above sea level. It lies on the border "
+        "between Nepal and China. In 2020 a joint survey measured its height as 8,848.86 metres. "
+        "Edmund Hillary and Tenzing Norgay made the first ascent on 29 May 1953.\n"
+    ),
+}
+# (question, file, the sentence the quote must lie in, a word the quote must hold)
+MULTILINGUAL_KNOWN = [
+    ("Wann gelang die erste Besteigung der Zugspitze?", "zugspitze.de.txt",
+     "Die erste dokumentierte Besteigung gelang dem Vermessungsoffizier Josef Naus im Jahr 1820.",
+     "1820"),
+    ("Wie viele Menschen besuchen den Gipfel der Zugspitze jedes Jahr?", "zugspitze.de.txt",
+     "Über 500.000 Menschen besuchen den Gipfel jedes Jahr.", "500.000"),
+    ("Какова наибольшая глубина озера Байкал?", "baikal.ru.txt",
+     "Это самое глубокое озеро на планете: его наибольшая глубина составляет 1642 метра.",
+     "1642"),
+    ("Какова температура воды у поверхности Байкала летом?", "baikal.ru.txt",
+     "Её температура у поверхности летом редко превышает 15 градусов.", "15"),
+    ("В каком году Байкал включили в список всемирного наследия ЮНЕСКО?", "baikal.ru.txt",
+     "В 1996 году озеро Байкал было включено в список объектов всемирного наследия ЮНЕСКО.",
+     "1996"),
+    ("Πότε έγινε η πρώτη ανάβαση στην κορυφή του Ολύμπου;", "olympus.el.txt",
+     "Ωστόσο η πρώτη καταγεγραμμένη ανάβαση στην κορυφή έγινε μόλις το 1913.", "1913"),
+    ("Πόσο υψόμετρο έχει ο Μύτικας;", "olympus.el.txt",
+     "Η ψηλότερη κορυφή του, ο Μύτικας, έχει υψόμετρο 2918 μέτρα.", "2918"),
+    ("珠穆朗玛峰的海拔高度是多少？", "everest.zh.txt",
+     "根据2020年的测量，珠穆朗玛峰的海拔高度为8848.86米。", "8848.86"),
+    ("谁首次登上了珠穆朗玛峰？", "everest.zh.txt",
+     "1953年5月29日，埃德蒙·希拉里和丹增·诺尔盖首次登上了珠穆朗玛峰的顶峰。", "希拉里"),
+    ("Who made the first ascent of Mount Everest?", "everest.en.txt",
+     "Edmund Hillary and Tenzing Norgay made the first ascent on 29 May 1953.", "Hillary"),
+]  # fmt: skip
+MULTILINGUAL_OTHER_TOPICS = [
+    "Wie backe ich zu Hause ein Sauerteigbrot?",
+    "Кто написал роман «Война и мир»?",
+    "Ποια ομάδα κέρδισε το Παγκόσμιο Κύπελλο του 1998;",
+    "如何在家里烤面包？",
+]
+
+
+@pytest.fixture(scope="module")
+def multilingual(
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings,
+    embedder: Embedder,
+    tokenizer: Tokenizer,
+) -> RAG:
+    """An index of MULTILINGUAL in extract mode. The embedder (all-MiniLM-L6-v2) is English-only;
+    each document is one chunk and extract mode reads extract_top_k (10) passages, so every
+    passage is read whatever the retrieval mode, and the default (hybrid) is kept: what is tested
+    is the choice of the sentence."""
+    corpus = tmp_path_factory.mktemp("multilingual")
+    for name, text in MULTILINGUAL.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    index = tmp_path_factory.mktemp("multilingual-index") / "idx"
+    ingest([corpus], index, settings, embedder=embedder, tokenizer=tokenizer)
+    extract = settings.model_copy(update={"answer_mode": "extract"})
+    return RAG.open(index, extract, embedder=embedder)
+
+
+@pytest.mark.parametrize(
+    ("question", "name", "sentence", "word"),
+    MULTILINGUAL_KNOWN,
+    ids=[f"{k[1].split('.')[1]}-{i}" for i, k in enumerate(MULTILINGUAL_KNOWN)],
+)
+def test_extract_quotes_the_answering_sentence_in_every_script(
+    multilingual: RAG, question: str, name: str, sentence: str, word: str
+) -> None:
+    answer = multilingual.ask(question, answer_mode="extract")
+    assert not answer.abstained, [p.text[:40] for p in answer.passages]
+    best = answer.quotes[0]
+    assert Path(best.source).name == name, answer.quotes
+    assert best.text in sentence and word in best.text, best.text
+    passage = next(p for p in answer.passages if p.n == best.n)
+    assert passage.text[best.start : best.end] == best.text
+    assert MULTILINGUAL[name][best.doc_start : best.doc_end] == best.text
+    assert best.score >= (multilingual.settings.extract_min_score or 0.0)
+
+
+@pytest.mark.parametrize("question", MULTILINGUAL_OTHER_TOPICS, ids=["de", "ru", "el", "zh"])
+def test_extract_abstains_on_other_topics_in_every_script(multilingual: RAG, question: str) -> None:
+    answer = multilingual.ask(question, answer_mode="extract")
+    assert answer.abstained, answer.quotes
