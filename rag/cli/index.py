@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
@@ -29,7 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--recall",
         action="store_true",
         help="also measure recall@10 of each approximate (IVF) segment against exact search, "
-        "with stored vectors as questions",
+        "with stored vectors that trained nothing as questions, each left out of its own answers",
     )
     verify.add_argument(
         "--queries",
@@ -37,6 +38,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=200,
         metavar="N",
         help="stored vectors sampled per segment by --recall (default: 200)",
+    )
+    verify.add_argument(
+        "--questions",
+        type=Path,
+        metavar="FILE",
+        help="measure recall with these questions instead (implies --recall): a text file with "
+        'one question per line, or a BEIR queries.jsonl (its "text" fields), embedded with the '
+        "index's embedder. Real questions lie further from the chunks than chunks from each "
+        "other, and often get less recall than stored vectors show",
     )
     verify.set_defaults(func=_cmd_verify)
 
@@ -103,12 +113,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             docs, chunks = store.counts()
             data.update(snapshot=store.snapshot.name, documents=docs, chunks=chunks)
             data["segments"] = len(store.segments)
-        if args.recall:
+        if args.recall or args.questions is not None:
             from rag.index.verify import measure_recall
 
+            asked = None if args.questions is None else _embedded_questions(args, index_dir)
             data["recall"] = [
-                dataclasses.asdict(r) for r in measure_recall(index_dir, queries=args.queries)
+                dataclasses.asdict(r)
+                for r in measure_recall(index_dir, queries=args.queries, questions=asked)
             ]
+            if args.questions is not None:
+                data["questions_file"] = str(args.questions)
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     elif problems:
@@ -129,16 +143,66 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             f"{data['chunks']} chunks in {data['segments']} segment(s), one vector and one "
             "posting entry each)"
         )
-        if args.recall:
+        if "recall" in data:
+            asked = (
+                "stored vectors that trained nothing as questions"
+                if args.questions is None
+                else f"questions from {args.questions}"
+            )
             for r in data["recall"]:
                 print(
                     f"  {r['segment']}: recall@10 {r['recall']:.3f} against exact search "
-                    f"({r['queries']} stored vectors as questions; {r['chunks']} chunks, "
+                    f"({r['queries']} {asked}; {r['chunks']} chunks, "
                     f"nlist {r['nlist']}, nprobe {r['nprobe']})"
                 )
             if not data["recall"]:
                 print("  every segment is searched exactly (recall 1.0)")
     return IndexCorrupt.exit_code if problems else 0
+
+
+def read_questions(path: Path) -> list[str]:
+    """The questions of ``path``: one per line, or the "text" of each line of a BEIR
+    queries.jsonl (a file whose lines are JSON objects)."""
+    from rag.errors import ConfigError
+
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the questions in {path}: {exc}.") from exc
+    lines = [line for line in lines if line]
+    if lines and all(line.startswith("{") for line in lines):
+        questions = []
+        for n, line in enumerate(lines, start=1):
+            try:
+                text = json.loads(line).get("text")
+            except (json.JSONDecodeError, AttributeError):
+                text = None
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(
+                    f'Line {n} of {path} has no "text" field: give a BEIR queries.jsonl '
+                    "whose every line has one, or a text file with one question per line."
+                )
+            questions.append(text.strip())
+        lines = questions
+    if not lines:
+        raise ConfigError(
+            f"{path} holds no questions: write one question per line, or give a BEIR queries.jsonl."
+        )
+    return lines
+
+
+def _embedded_questions(args: argparse.Namespace, index_dir: Path) -> Any:
+    """The questions of ``--questions``, embedded as the index embeds a question."""
+    from rag.cli.options import settings
+    from rag.index.manifest import check_compatible, read_manifest
+    from rag.index.snapshots import current_snapshot
+    from rag.retrieval.embeddings import Embedder
+
+    questions = read_questions(args.questions)
+    manifest = read_manifest(current_snapshot(index_dir))
+    embedder = Embedder.from_settings(settings(args), manifest.embedder)
+    check_compatible(manifest, embedder=embedder.name, index_dir=index_dir)
+    return embedder.embed(questions)
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:

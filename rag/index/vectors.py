@@ -4,7 +4,7 @@ search, and the vector files of a segment (exact or IVF)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,32 @@ def search_one(
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
 
+def search_ivf(
+    index: Any, query: np.ndarray, k: int, nprobe: int, sel: Any = None
+) -> list[tuple[int, float]]:
+    """The ``k`` best (id, score) of an IVF ``index`` for one query, probing ``nprobe`` lists, or
+    every list when those hold fewer than ``k`` rows (that ``sel`` allows).
+
+    The lists nearest the question can hold fewer than k allowed rows: the rows a filter allows
+    may all lie in lists far from it, and small lists hold fewer than k rows in all. Then the
+    allowed rows lie away from the question, where the order of the centroids says little about
+    theirs: probing four times more lists at a time until k turned up found k rows, but only
+    0.64 of the right ones on the two topics of tests/rag/index/test_vectors.py. So every list
+    is probed, which is exact over the allowed rows. Cost: a search that finds k at once costs what it did; a short
+    one adds one pass over the index that computes a distance only for allowed rows (a bit test
+    for the others): at 1M 384-d rows 6 ms with 1% allowed, 22 ms with 10%, 58 ms with all
+    (benchmarks/README.md, the ANN choice), about an exact scan of the allowed rows.
+    """
+    faiss = faiss_module()
+    nlist = int(index.nlist)
+    hits = search_one(
+        index, query, k, faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, nlist))
+    )
+    if len(hits) >= k or nprobe >= nlist:
+        return hits
+    return search_one(index, query, k, faiss.SearchParametersIVF(sel=sel, nprobe=nlist))
+
+
 # -- the vectors of a segment --
 #
 # A segment keeps its vectors in one of two files, both memory-mapped when opened, so opening an
@@ -76,18 +102,18 @@ def search_one(
 #   nprobe 64 in 1.3 ms on real embeddings). With a filter, nprobe grows with how little of the
 #   segment the filter allows, and below 1% the allowed rows are scanned exactly. A search whose
 #   probed lists hold fewer than k allowed rows (a filter on documents about another topic, or
-#   lists smaller than k) probes WIDEN_FACTOR times more lists until they do, up to all of them.
+#   lists smaller than k) probes every list: exact over the allowed rows (search_ivf).
 
 FLAT_FILE = "vectors.npy"
 IVF_FILE = "vectors.ivf"
 ANN_MIN_VECTORS = 100_000
 NPROBE = 64  # the first nprobe tried; write_ivf raises it until RECALL_TARGET is met
 RECALL_TARGET = 0.95  # recall@10 against exact search that an approximate segment must reach
-CALIBRATION_QUERIES = 200  # stored vectors used as questions to choose nprobe
+CALIBRATION_QUERIES = 200  # held-out stored vectors asked to choose nprobe (held_out_rows)
+TIE_TOLERANCE = 1e-5  # an answer this close to the k-th exact score ties with it (rounding)
 MAX_PROBED_SHARE = 0.25  # an IVF index that must probe more of its lists is not built
 FILTER_NPROBE_FACTOR = 4  # 1% <= allowed share < 10%: 4 x nprobe (256 at 64: recall 0.968 at 1%)
 EXACT_BELOW = 0.01  # allowed share under which the allowed rows are scanned exactly
-WIDEN_FACTOR = 4  # nprobe grows by this factor while the probed lists hold fewer than k rows
 
 
 def ivf_nlist(n: int) -> int:
@@ -118,10 +144,11 @@ def write_ivf(path: Path, vectors: Any) -> IvfBuild | None:
 
     Rows are read in batches, so a memory-mapped input is never read into RAM whole. nprobe is
     not assumed: it is the smallest of NPROBE, 2 NPROBE, 4 NPROBE, ... whose recall@10 against
-    exact search reaches RECALL_TARGET, measured with stored vectors as questions. Real
-    embeddings cluster and stop at 64 (0.976 at 1M, benchmarks/ann_choice.py); vectors without
-    structure need many more lists, and get them instead of a silent loss of recall. None (and
-    no file) when that is over MAX_PROBED_SHARE of the lists: the caller scans exactly.
+    exact search reaches RECALL_TARGET, measured with held-out rows as questions (see
+    :func:`held_out_rows`). Real embeddings cluster and stop at 64 (0.976 at 1M,
+    benchmarks/ann_choice.py); vectors without structure need many more lists, and get them
+    instead of a silent loss of recall. None (and no file) when that is over MAX_PROBED_SHARE
+    of the lists: the caller scans exactly.
     """
     faiss = faiss_module()
     x = vectors
@@ -129,14 +156,12 @@ def write_ivf(path: Path, vectors: Any) -> IvfBuild | None:
     nlist = ivf_nlist(n)
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    # k-means on a sample: 64 points per list is plenty for centroids (FAISS warns under 39).
-    rng = np.random.default_rng(0)
-    picked = np.arange(n) if n <= 64 * nlist else np.sort(rng.choice(n, 64 * nlist, replace=False))
+    picked = training_rows(n, nlist)
     index.train(np.ascontiguousarray(x[picked], dtype=np.float32))
     for lo in range(0, n, 100_000):
         index.add(np.ascontiguousarray(x[lo : lo + 100_000], dtype=np.float32))
     index.make_direct_map(True)
-    nprobe, recall = _calibrate(index, x, nlist)
+    nprobe, recall = _calibrate(index, x, nlist, held_out_rows(n, nlist, CALIBRATION_QUERIES))
     if nprobe > max(NPROBE, nlist * MAX_PROBED_SHARE):
         # Vectors without clusters (random ones): the lists that reach the target hold most of
         # the rows, and probing them costs more than the exact scan it approximates.
@@ -150,34 +175,78 @@ def write_ivf(path: Path, vectors: Any) -> IvfBuild | None:
     return IvfBuild(nlist=nlist, nprobe=nprobe, recall=recall)
 
 
-def _calibrate(index: Any, x: Any, nlist: int, k: int = 10) -> tuple[int, float]:
+def training_rows(n: int, nlist: int) -> np.ndarray:
+    """The rows whose k-means places the centroids of an IVF index of ``n`` rows: 64 per list
+    at most (plenty; FAISS warns under 39), never the rows :func:`held_out_rows` keeps out."""
+    if n > 64 * nlist:
+        # Drawn as before held-out rows existed, so the held-out rows of a segment built then
+        # are still known: every row outside this sample.
+        return np.sort(np.random.default_rng(0).choice(n, 64 * nlist, replace=False))
+    return np.setdiff1d(np.arange(n), _kept_out(n, nlist))
+
+
+def _kept_out(n: int, nlist: int) -> np.ndarray:
+    """Of a segment too small for a training sample, the rows that do not train it: a tenth,
+    at most CALIBRATION_QUERIES, so that at least nlist rows remain to train on."""
+    count = max(0, min(CALIBRATION_QUERIES, n // 10, n - nlist))
+    return np.sort(np.random.default_rng(1).choice(n, count, replace=False))
+
+
+def held_out_rows(n: int, nlist: int, count: int, seed: int = 1) -> np.ndarray:
+    """Up to ``count`` rows of an IVF index of ``n`` rows that did not train its centroids, to
+    be asked as questions, each left out of its own answers (:func:`recall_at_k`).
+
+    Why not any stored row: a stored row is its own nearest neighbour and lies in the first list
+    probed, so it was a free hit (up to 0.1 of recall@10); and a row that trained the centroids
+    sits where k-means fitted a list around it, closer to its neighbours' list than a new
+    question would be. Left out of its answers but with the centroids trained on it, a row
+    still overstated recall by 0.02-0.07 at low nprobe on clustered vectors; a row that trained
+    nothing matched questions drawn like the rows but not stored to within 0.01
+    (tests/rag/index/test_recall.py; benchmarks/ivf_recall.py for SciFact). Questions people
+    ask lie further from the chunks than chunks from each other, and get less: measure them
+    with ``rag index verify --recall --questions FILE``."""
+    pool = (
+        np.setdiff1d(np.arange(n), training_rows(n, nlist))
+        if n > 64 * nlist
+        else _kept_out(n, nlist)
+    )
+    if len(pool) <= count:
+        return pool
+    return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
+
+
+def _calibrate(
+    index: Any, x: Any, nlist: int, picked: np.ndarray, k: int = 10
+) -> tuple[int, float]:
     n = x.shape[0]
-    rng = np.random.default_rng(1)
-    picked = np.sort(rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False))
     queries = np.ascontiguousarray(x[picked], dtype=np.float32)
-    truth = exact_top(queries, (x[lo : lo + 100_000] for lo in range(0, n, 100_000)), k)
-    faiss = faiss_module()
+    batches = (x[lo : lo + 100_000] for lo in range(0, n, 100_000))
+    truth, _ = exact_top(queries, batches, k, exclude=picked)
     nprobe = min(NPROBE, nlist)
     while True:
-        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        hits = sum(
-            len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)
-        )
-        recall = hits / (len(queries) * min(k, n))
+        # Searched as a segment searches (search_ivf), so the figure is that of its answers.
+        answers = [search_ivf(index, q, min(k + 1, n), nprobe) for q in queries]
+        recall = recall_at_k(answers, truth, exclude=picked)
         if recall >= RECALL_TARGET or nprobe >= nlist:
             return nprobe, recall
         nprobe = min(2 * nprobe, nlist)
 
 
-def exact_top(queries: np.ndarray, batches: Iterable[Any], k: int) -> np.ndarray:
-    """Row numbers of the exact top ``k`` rows per query (inner product), best first, by one
-    pass over the rows in ``batches``."""
+def exact_top(
+    queries: np.ndarray, batches: Iterable[Any], k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row numbers) of the exact top ``k`` rows per query (inner product), best first,
+    by one pass over the rows in ``batches``; ``exclude``: a row per query left out (the row the
+    query is, when stored vectors are asked). Short of ``k`` rows: scores -inf, rows -1."""
     best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_p = np.full((len(queries), k), -1, dtype=np.int64)
     lo = 0
     for batch in batches:
         rows = np.asarray(batch, dtype=np.float32)
         scores = queries @ rows.T
+        if exclude is not None:
+            own = np.flatnonzero((exclude >= lo) & (exclude < lo + len(rows)))
+            scores[own, exclude[own] - lo] = -np.inf
         all_s = np.concatenate([best_s, scores], axis=1)
         pos = np.broadcast_to(np.arange(lo, lo + len(rows)), scores.shape)
         all_p = np.concatenate([best_p, pos], axis=1)
@@ -185,7 +254,36 @@ def exact_top(queries: np.ndarray, batches: Iterable[Any], k: int) -> np.ndarray
         best_s = np.take_along_axis(all_s, top, axis=1)
         best_p = np.take_along_axis(all_p, top, axis=1)
         lo += len(rows)
-    return best_p
+    best_p[~np.isfinite(best_s)] = -1
+    return best_s, best_p
+
+
+def recall_at_k(
+    answers: Sequence[Sequence[tuple[int, float]]],
+    truth: np.ndarray,
+    exclude: np.ndarray | None = None,
+) -> float:
+    """recall@k of approximate ``answers`` ((row, score) per query, best first) against the exact
+    top-k scores ``truth`` (from :func:`exact_top`, k = its width).
+
+    An answer counts when it scores at least the k-th exact score: a row tied with it (an
+    identical vector, a chunk stored twice) belongs in the top k as much as the one the exact
+    scan happened to keep, and matching row numbers made such ties misses at random. The
+    query's own row (``exclude``) is neither expected nor counted: a stored vector's nearest row
+    is itself, which an IVF search always finds (its list is the first probed), so counting it
+    added up to 1/k (0.1 at k = 10) to the figure whatever the other nine were.
+    """
+    hits = expected = 0
+    for i, (found, scores) in enumerate(zip(answers, truth, strict=True)):
+        valid = scores[np.isfinite(scores)]  # fewer than k rows in a small segment
+        if not len(valid):
+            continue
+        kth = float(valid[-1])
+        own = -1 if exclude is None else int(exclude[i])
+        got = [v for p, v in found if p != own][: len(valid)]
+        hits += sum(v >= kth - TIE_TOLERANCE * max(1.0, abs(kth)) for v in got)
+        expected += len(valid)
+    return hits / expected if expected else 1.0
 
 
 class SegmentVectors:
@@ -246,28 +344,11 @@ class SegmentVectors:
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if self._ivf is None or (allowed is not None and allowed_count < EXACT_BELOW * self.count):
             return self._exact(q, k, allowed)
-        faiss = faiss_module()
-        nlist = int(self._ivf.nlist)
         nprobe = self.nprobe
         if allowed is not None and allowed_count < 0.1 * self.count:
             nprobe = FILTER_NPROBE_FACTOR * nprobe
         sel = None if allowed is None else mask_selector(allowed)
-        # The nprobe lists nearest the question may hold fewer than k allowed rows: the rows a
-        # filter allows can all lie in lists far from it, and small lists hold fewer than k rows
-        # in all. Each retry probes WIDEN_FACTOR times more lists, up to all of them, where the
-        # search is exact over the allowed rows and must find k. Cost: a search that finds k at
-        # once costs what it did; a retry repeats the lists probed before, so the retries cost at
-        # most 4/3 of the last, and the last probes at most every list: one pass over the
-        # segment that computes a distance only for allowed rows (a bit test for the others),
-        # about an exact scan. So the worst case, every allowed row far away, costs about 1.3
-        # exact scans of the segment (46 ms at 1M 384-d rows on one core), not a wrong answer.
-        while True:
-            nprobe = min(nprobe, nlist)
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
-            hits = search_one(self._ivf, q, k, params)
-            if len(hits) >= k or nprobe >= nlist:
-                return hits
-            nprobe *= WIDEN_FACTOR
+        return search_ivf(self._ivf, q, k, nprobe, sel)
 
     def _exact(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         if self._flat is not None:

@@ -16,7 +16,13 @@ from rag.index.manifest import DOCSTORE, MANIFEST, VECTORS, Manifest, SegmentInf
 from rag.index.reader import Store
 from rag.index.segment import IDS, ROWS, SEGMENTS, SegmentReader
 from rag.index.snapshots import current_snapshot
-from rag.index.vectors import exact_top, faiss_module
+from rag.index.vectors import (
+    exact_top,
+    faiss_module,
+    held_out_rows,
+    ivf_nlist,
+    recall_at_k,
+)
 
 
 def verify(index_dir: str | Path) -> list[str]:
@@ -182,36 +188,52 @@ class SegmentRecall:
     nprobe: int
     queries: int
     recall: float
+    questions: str = "stored"  # held-out stored rows (see measure_recall), or "given"
 
 
 def measure_recall(
-    index_dir: str | Path, queries: int = 200, k: int = 10, seed: int = 0
+    index_dir: str | Path,
+    queries: int = 200,
+    k: int = 10,
+    seed: int = 0,
+    questions: np.ndarray | None = None,
 ) -> list[SegmentRecall]:
-    """Sample stored vectors of each approximate segment as questions and compare the
-    segment's top ``k`` with exact search over the same rows. Exact segments are exact by
-    construction and are left out (an index without approximate segments gives [])."""
+    """recall@``k`` of each approximate segment against exact search over the same rows.
+
+    ``questions``: embedded questions (one row each, from the index's embedder), asked of every
+    segment. Without them, up to ``queries`` stored rows per segment that did not train its
+    centroids are asked, each left out of its own answers
+    (:func:`rag.index.vectors.held_out_rows`): they measure the recall of questions that lie
+    among the stored vectors, where real questions may lie further away and get less. Exact
+    segments are exact by construction and are left out (an index without approximate
+    segments gives [])."""
     out: list[SegmentRecall] = []
-    rng = np.random.default_rng(seed)
     with Store.open(index_dir) as store:
         for seg in store.segments:
             if isinstance(seg, LegacySegment) or not seg.vectors.approximate:
                 continue
             n = seg.vectors.count
-            picked = np.sort(rng.choice(n, min(queries, n), replace=False))
-            qs = seg.vectors.rows(picked)
-            exact = exact_top(qs, seg.vectors.all_rows(), k)
-            hits = 0
-            for q, truth in zip(qs, exact, strict=True):
-                got = {p for p, _ in seg.vectors.search(q, k, None, n)}
-                hits += len(got & set(truth.tolist()))
+            own: np.ndarray | None = None
+            if questions is None:
+                nlist = seg.info.vectors.nlist or ivf_nlist(n)
+                own = held_out_rows(n, nlist, queries, seed=seed)
+                qs = seg.vectors.rows(own)
+            else:
+                qs = np.ascontiguousarray(questions, dtype=np.float32).reshape(
+                    -1, seg.vectors.dimension
+                )
+            truth, _ = exact_top(qs, seg.vectors.all_rows(), k, exclude=own)
+            extra = 0 if own is None else 1  # the own row, found and then left out
+            answers = [seg.vectors.search(q, k + extra, None, n) for q in qs]
             out.append(
                 SegmentRecall(
                     segment=seg.info.name,
                     chunks=n,
                     nlist=seg.info.vectors.nlist,
                     nprobe=seg.vectors.nprobe,
-                    queries=len(picked),
-                    recall=hits / (len(picked) * min(k, n)),
+                    queries=len(qs),
+                    recall=recall_at_k(answers, truth, exclude=own),
+                    questions="stored" if own is not None else "given",
                 )
             )
     return out

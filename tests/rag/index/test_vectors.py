@@ -155,17 +155,14 @@ def test_a_filter_on_far_rows_returns_k_results_from_an_ivf_segment(
     assert vectors.approximate
     allowed = np.zeros(N, dtype=bool)
     allowed[NEAR : NEAR + 1200] = True
-    recall = []
     for q in topics[:100:2]:
         for k in (50, 10):
             hits = vectors.search(q, k, allowed, int(allowed.sum()))
             assert len(hits) == k
             assert all(allowed[p] for p, _ in hits)
-            assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
-        best = np.flatnonzero(allowed)[np.argsort(-(topics[allowed] @ q))[:10]]
-        recall.append(len(set(best.tolist()) & {p for p, _ in hits}) / 10)
-    # The widened search finds the allowed rows of the nearest far lists, not an arbitrary k.
-    assert np.mean(recall) >= 0.85
+        # The allowed rows lie away from the question: every list is probed, which is exact.
+        best = np.flatnonzero(allowed)[np.argsort(-(topics[allowed] @ q), kind="stable")[:10]]
+        assert [p for p, _ in hits] == best.tolist()
 
 
 def test_an_ivf_segment_returns_k_results_when_the_probed_lists_hold_fewer(
