@@ -50,6 +50,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--allow-overrides", type=_override_groups, default=None, metavar="GROUPS",
                    help="what clients may change per request: groups retrieval, sampling, "
                    "answer_mode, separated by commas, or all, or none (default retrieval,sampling)")  # fmt: skip
+    lim.add_argument("--max-queued-writes", type=_number(int, 1), default=16, metavar="N",
+                     help="uploads and deletions that may wait for the index; more get a 429 "
+                     "(default 16)")  # fmt: skip
     lim.add_argument("--max-tokens-limit", type=_number(int, 1), default=None, metavar="N",
                      help="most tokens a client may ask for; larger requests are lowered to it "
                      "(default: the configured max_tokens)")  # fmt: skip
@@ -110,6 +113,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ),
         upload_dir=args.upload_dir,
         max_tokens_limit=args.max_tokens_limit,
+        max_queued_writes=args.max_queued_writes,
     )
     if args.allow_overrides is not None:
         config = dataclasses.replace(config, allow_overrides=args.allow_overrides)

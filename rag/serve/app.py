@@ -20,6 +20,7 @@ from rag.serve.guards import ASGIApp, Guard
 from rag.serve.origins import OriginPolicy
 from rag.serve.state import WarmIndex
 from rag.serve.uploads import Uploads
+from rag.serve.writes import WriteQueue
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | N
         docs_url=None,  # the interactive docs load scripts from a CDN
         redoc_url=None,
     )
-    app.state.served = Served(config, index, Uploads(config.uploads), ingest_workers)
+    app.state.served = Served(
+        config, index, Uploads(config.uploads), ingest_workers, WriteQueue(config.max_queued_writes)
+    )
     app.state.scrub = Scrubber(config.uploads.expanduser().resolve(), config.index_dir)
     app.include_router(routes_query.router)
     app.include_router(routes_documents.router)
@@ -77,7 +80,9 @@ def _add_page(app: FastAPI) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return _json(exc.status, app.state.scrub(exc.message), exc.kind, _request_id(request))
+        response = _json(exc.status, app.state.scrub(exc.message), exc.kind, _request_id(request))
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RagError)
     async def library_error(request: Request, exc: RagError) -> Response:

@@ -18,6 +18,8 @@ from rag.serve.permissions import DEFAULT_GROUPS
 
 MB = 1024 * 1024
 
+DEFAULT_QUEUED_WRITES = 16
+
 INSTALL_HINT = "pip install 'rag-toolkit[serve]'"
 
 
@@ -49,6 +51,7 @@ class ServeConfig:
     # a client may ask for (None: the configured max_tokens).
     allow_overrides: frozenset[str] = DEFAULT_GROUPS
     max_tokens_limit: int | None = None
+    max_queued_writes: int = DEFAULT_QUEUED_WRITES  # uploads and deletions waiting their turn
     upload_dir: Path | None = None  # where uploads are kept; default under settings.cache_dir
 
     @property

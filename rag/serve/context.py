@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import Request
 
-from rag.serve.config import ServeConfig
+from rag.serve.config import DEFAULT_QUEUED_WRITES, ServeConfig
 from rag.serve.state import WarmIndex
 from rag.serve.uploads import Uploads
+from rag.serve.writes import WriteQueue
 
 
 @dataclass
@@ -19,6 +20,7 @@ class Served:
     index: WarmIndex
     uploads: Uploads
     ingest_workers: int | None = 1
+    writes: WriteQueue = field(default_factory=lambda: WriteQueue(DEFAULT_QUEUED_WRITES))
 
 
 async def served(request: Request) -> Served:

@@ -30,11 +30,18 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error the API reports as ``status`` with ``message``."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
+        self.headers = headers or {}
 
 
 # Library errors, most specific first: (class, HTTP status, OpenAI error type).

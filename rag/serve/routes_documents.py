@@ -11,7 +11,7 @@ from starlette.formparsers import MultiPartException
 
 from rag.index.documents import delete_documents
 from rag.index.summary import describe
-from rag.serve.context import Ctx
+from rag.serve.context import Ctx, Served
 from rag.serve.errors import ApiError
 
 router = APIRouter()
@@ -38,14 +38,20 @@ async def upload(request: Request, ctx: Ctx) -> dict[str, Any]:
                 "curl -F files=@report.pdf .../v1/documents",
             )
         named: list[tuple[str, BinaryIO]] = [(f.filename or "", f.file) for f in files]
-        return await run_in_threadpool(ctx.uploads.add, ctx.index, named, ctx.ingest_workers)
+        async with ctx.writes.turn():
+            return await run_in_threadpool(ctx.uploads.add, ctx.index, named, ctx.ingest_workers)
     finally:
         await form.close()
 
 
 @router.delete("/v1/documents/{source:path}")
-def delete(source: str, ctx: Ctx) -> dict[str, Any]:
+async def delete(source: str, ctx: Ctx) -> dict[str, Any]:
     """Remove the document whose source is ``source`` (or the upload named ``source``)."""
+    async with ctx.writes.turn():
+        return await run_in_threadpool(_delete, source, ctx)
+
+
+def _delete(source: str, ctx: Served) -> dict[str, Any]:
     with ctx.index.lease() as rag:
         known = {d.source for d in rag.store.documents()}
     candidates = [source, "/" + source, ctx.uploads.source_of(source)]
