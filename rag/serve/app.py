@@ -25,7 +25,7 @@ from rag.serve.writes import WriteQueue
 log = logging.getLogger(__name__)
 
 PAGE_DIR = Path(__file__).resolve().parent / "page"
-_PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+_PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 
 
 def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | None = 1) -> ASGIApp:
@@ -68,6 +68,11 @@ def _add_page(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(PAGE_DIR / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # Browsers and tools ask here whatever the page links to.
+        return FileResponse(PAGE_DIR / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/page/{name}", include_in_schema=False)
     def page_file(name: str) -> FileResponse:

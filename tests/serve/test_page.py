@@ -109,3 +109,29 @@ def test_files_added_on_the_page_are_found_by_the_next_question(
         httpx.delete(
             f"{server.url}/v1/documents/okapi-notes.md", headers=server.headers, timeout=120.0
         )
+
+
+def test_a_long_unbroken_question_wraps_and_the_key_box_takes_enter(
+    page: Any, server: Server
+) -> None:
+    context = page.context.browser.new_context()  # a new tab's storage: no key kept
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(WAIT_MS)
+        pg.goto(server.url + "/")
+        pg.wait_for_selector("#key-box:not([hidden])")
+        assert "key box" in pg.inner_text("#status")
+        pg.fill("#api-key", API_KEY)
+        pg.press("#api-key", "Enter")
+        pg.wait_for_selector("#key-box[hidden]", state="attached")
+        width = pg.evaluate("window.innerWidth")
+        pg.fill("#question", "x" * 3000)
+        pg.click("#ask")
+        pg.wait_for_selector(".turn.done")
+        assert pg.evaluate("document.documentElement.scrollWidth") <= width
+        icon = pg.evaluate(
+            "fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type')])"
+        )
+        assert icon == [200, "image/svg+xml"]
+    finally:
+        context.close()

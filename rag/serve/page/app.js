@@ -23,7 +23,7 @@
     if (res.status === 401) {
       $("key-box").hidden = false;
       $("api-key").focus();
-      throw new Error("This server needs its API key: enter it above.");
+      throw new Error("This server needs its API key: enter it in the key box.");
     }
     if (!res.ok) {
       let message = `${res.status} ${res.statusText}`;
@@ -208,6 +208,12 @@
   $("reset").addEventListener("click", () => {
     state.messages = [];
     $("conversation").replaceChildren();
+  });
+  $("api-key").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      $("save-key").click();
+    }
   });
   $("save-key").addEventListener("click", () => {
     state.key = $("api-key").value.trim();
