@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from rag.answer import Answer
 from rag.errors import RagError
@@ -94,7 +96,7 @@ def chat_completions(
 
     request_id = str(getattr(request.state, "request_id", ""))
 
-    def events() -> Iterator[bytes]:
+    def events() -> Generator[bytes, None, None]:
         created = int(time.time())
 
         def chunk(
@@ -131,11 +133,35 @@ def chat_completions(
         finally:
             ctx.index.release(snap)
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+    return LeasedStream(events())
+
+
+class LeasedStream(StreamingResponse):
+    """A streamed answer whose generator holds a lease on a snapshot until its ``finally``.
+
+    When a client disconnects, Starlette leaves the body iterator where it stands, and that
+    ``finally`` would run only once the garbage collector finds the abandoned generator: a
+    snapshot retired by a write meanwhile kept its files, maps and threads open. So the generator
+    is closed as soon as the response ends, however it ends.
+    """
+
+    def __init__(self, events: Generator[bytes, None, None]) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded, as a disconnect may cancel this task; in a worker thread, as releasing
+            # the last lease closes a snapshot's files. The generator is not running here: a
+            # cancelled step in the thread pool is waited for, not abandoned.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._events.close)
 
 
 def _permitted(ctx: Served, overrides: dict[str, Any]) -> dict[str, Any]:
