@@ -3,7 +3,8 @@
 A follow-up such as "and how many layers does it have?" retrieves poorly on its own, so retrieval
 searches for a standalone version of it: rewritten by the model (prompts/condense.txt) when it is
 served, or joined with the previous question for the small embedded model, which rewrites
-unreliably (and always in extract mode, which calls no model). Instructions about how to answer
+unreliably. Extract mode calls no model: it reads a follow-up with the earlier questions in
+retrieval and in the choice of sentences (:mod:`rag.followup`). Instructions about how to answer
 ("answer in one sentence", "answer only in French") are kept apart from the history and placed in
 the system prompt of every later turn, so trimming old turns to fit the window never drops them.
 """
@@ -92,7 +93,8 @@ class Chat:
     def standalone_question(self, message: str, *, use_model: bool = True) -> str:
         """What retrieval searches for: ``message`` made understandable without the history.
 
-        A served model rewrites it unless ``use_model`` is false (extract mode calls no model).
+        A served model rewrites it unless ``use_model`` is false; otherwise it is joined with the
+        previous question. (Extract mode retrieves as :func:`rag.followup.conversation` says.)
         """
         if not self.history:
             return message
@@ -106,7 +108,9 @@ class Chat:
         return {
             "history": list(self.history),
             "instructions": list(self.instructions),
-            "query": self.standalone_question(message, use_model=not extract),
+            # Extract mode reads the follow-up with the history itself (rag.followup), in
+            # retrieval and in scoring sentences alike.
+            "query": None if extract else self.standalone_question(message),
             **self.overrides,
             **overrides,
         }

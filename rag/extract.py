@@ -195,15 +195,20 @@ def extract_answer(
     min_score: float | None,
     model: str,
     query: str | None = None,
+    found: Sequence[Candidate] | None = None,
+    weights: Weights = DEFAULT_WEIGHTS,
 ) -> Answer:
     """An extractive :class:`Answer`: quoted sentences and their passages, or an abstention.
 
     ``query`` (default: the question) is what sentences are compared with, such as a follow-up
-    question made standalone.
+    question made standalone. ``found``: the candidate sentences scored by the caller instead (a
+    follow-up read with its conversation, :mod:`rag.followup`), chosen with ``weights``.
     """
     chosen: list[tuple[Candidate, float]] = []
     if not weak_passages(passages, abstain_below):
-        chosen = choose(candidates(query or question, passages, embedder))
+        if found is None:
+            found = candidates(query or question, passages, embedder)
+        chosen = choose(found, weights=weights)
         if chosen and min_score is not None and chosen[0][1] < min_score:
             chosen = []
     quotes = [to_quote(c, score, query or question) for c, score in chosen]
