@@ -53,6 +53,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     lim.add_argument("--max-queued-writes", type=_number(int, 1), default=16, metavar="N",
                      help="uploads and deletions that may wait for the index; more get a 429 "
                      "(default 16)")  # fmt: skip
+    lim.add_argument("--header-timeout", type=_number(float, 0.1), default=10.0, metavar="S",
+                     help="seconds a client may take to send a request's headers (default 10)")  # fmt: skip
     lim.add_argument("--max-tokens-limit", type=_number(int, 1), default=None, metavar="N",
                      help="most tokens a client may ask for; larger requests are lowered to it "
                      "(default: the configured max_tokens)")  # fmt: skip
@@ -114,6 +116,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         upload_dir=args.upload_dir,
         max_tokens_limit=args.max_tokens_limit,
         max_queued_writes=args.max_queued_writes,
+        header_timeout_s=args.header_timeout,
     )
     if args.allow_overrides is not None:
         config = dataclasses.replace(config, allow_overrides=args.allow_overrides)

@@ -17,6 +17,7 @@ from rag.serve.config import ServeConfig
 from rag.serve.context import Served
 from rag.serve.errors import ApiError, Scrubber, body, from_library, unexpected
 from rag.serve.guards import ASGIApp, Guard
+from rag.serve.openapi import describe
 from rag.serve.origins import OriginPolicy
 from rag.serve.state import WarmIndex
 from rag.serve.uploads import Uploads
@@ -45,6 +46,17 @@ def create_app(config: ServeConfig, index: WarmIndex, *, ingest_workers: int | N
     app.include_router(routes_documents.router)
     _add_page(app)
     _add_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(
+                FastAPI.openapi(app),
+                keyed=config.api_key is not None,
+                max_files=config.limits.max_files,
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     origins = OriginPolicy(
         keyless=config.api_key is None,
         allowed_hosts=config.allowed_hosts,

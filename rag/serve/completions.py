@@ -24,13 +24,17 @@ from rag.serve.schemas import ChatMessage
 
 
 def conversation(rag: RAG, messages: Sequence[ChatMessage]) -> tuple[Chat, str]:
-    """A chat holding everything before the last user message, and that message."""
+    """A chat holding everything before the last user message with text, and that message.
+
+    Messages after it (an assistant's partial reply, tool results) are not read: this server
+    answers questions from documents, and calls no tools."""
+    last = max((i for i, m in enumerate(messages) if m.asks()), default=None)
+    if last is None:
+        raise ApiError(400, "No user message with text: the last one is the question.")
+    messages = messages[: last + 1]
     turns = [m for m in messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1].role != "user":
-        raise ApiError(400, "The last message must be the user's question (role 'user').")
-    question = turns[-1].text().strip()
-    if not question:
-        raise ApiError(400, "The last user message is empty; send a question.")
+    text = turns[-1].text()
+    question = text.strip() or text  # only separators (U+001C...) left: kept as sent
     system = [m.text().strip() for m in messages if m.role in ("system", "developer")]
     chat = rag.chat(instructions=[s for s in system if s])
     asked: str | None = None

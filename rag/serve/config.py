@@ -52,6 +52,7 @@ class ServeConfig:
     allow_overrides: frozenset[str] = DEFAULT_GROUPS
     max_tokens_limit: int | None = None
     max_queued_writes: int = DEFAULT_QUEUED_WRITES  # uploads and deletions waiting their turn
+    header_timeout_s: float = 10.0  # a connection's request headers must arrive within this
     upload_dir: Path | None = None  # where uploads are kept; default under settings.cache_dir
 
     @property

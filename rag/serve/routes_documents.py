@@ -7,6 +7,7 @@ from typing import Any, BinaryIO
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from rag.index.documents import delete_documents
@@ -23,10 +24,18 @@ async def upload(request: Request, ctx: Ctx) -> dict[str, Any]:
     limits = ctx.config.limits
     try:
         form = await request.form(max_files=limits.max_files, max_fields=limits.max_files)
-    except MultiPartException as exc:
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette reports a malformed body, and one over max_files, as an HTTPException.
+        detail = str(getattr(exc, "detail", exc))
+        if "Too many files" in detail or "Too many fields" in detail:
+            raise ApiError(
+                413,
+                f"An upload may hold at most {limits.max_files} files (rag serve --max-files).",
+                "request_too_large",
+            ) from exc
         raise ApiError(
             400,
-            f"Could not read the upload: {exc}. Send files as multipart/form-data, at most "
+            f"Could not read the upload: {detail}. Send files as multipart/form-data, at most "
             f"{limits.max_files} in one request (rag serve --max-files).",
         ) from exc
     try:

@@ -22,7 +22,13 @@ from rag.serve import completions
 from rag.serve.context import Ctx, Served
 from rag.serve.errors import ApiError, body, from_library, unexpected
 from rag.serve.permissions import permitted
-from rag.serve.schemas import AskRequest, ChatCompletionRequest, FilterSpec, RetrieveRequest
+from rag.serve.schemas import (
+    AskRequest,
+    ChatCompletionRequest,
+    FilterSpec,
+    RetrieveRequest,
+    has_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,5 +191,5 @@ def _check_question(ctx: Served, question: str) -> None:
             f"The question has {len(question)} characters; the limit is {limit} "
             "(rag serve --max-question-chars).",
         )
-    if not question.strip():
+    if not has_text(question):
         raise ApiError(400, "The question is empty.")

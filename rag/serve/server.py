@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from rag.serve.app import create_app
 from rag.serve.config import ServeConfig
+from rag.serve.protocol import protocol_with_header_timeout
 from rag.serve.state import WarmIndex
 from rag.serve.uploads import Uploads
 
@@ -39,6 +40,7 @@ def serve(config: ServeConfig, *, loaded: Callable[[WarmIndex], None] | None = N
             log_level="warning",
             access_log=False,
             timeout_keep_alive=30,
+            http=protocol_with_header_timeout(config.header_timeout_s),
         )
     finally:
         index.close()

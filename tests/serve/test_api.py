@@ -199,10 +199,21 @@ def test_retrieve_with_filters_and_overrides(server: Server) -> None:
     [
         ({"question": QUESTION, "retrieval_mode": "psychic"}, 422, "retrieval_mode"),
         ({"question": QUESTION, "unknown": 1}, 422, "unknown"),
-        ({"question": QUESTION, "filters": {"pages": [3, 2]}}, 400, "first page"),
+        ({"question": QUESTION, "filters": {"pages": [0, 2]}}, 422, "greater than or equal to 1"),
+        ({"question": QUESTION, "mmr_lambda": False}, 422, "JSON number"),
+        ({"question": QUESTION, "k": "3"}, 422, "JSON integer"),
+        ({"question": " \u3000\t"}, 422, "question"),
         ({"question": "x" * 501}, 413, "--max-question-chars"),
     ],
-    ids=["bad-mode", "unknown-field", "bad-pages", "long-question"],
+    ids=[
+        "bad-mode",
+        "unknown-field",
+        "page-zero",
+        "false-number",
+        "string-integer",
+        "blank",
+        "long-question",
+    ],
 )
 def test_bad_requests_are_4xx_that_say_why(
     server: Server, payload: dict[str, object], status: int, says: str
@@ -210,6 +221,32 @@ def test_bad_requests_are_4xx_that_say_why(
     r = _post(server, "/v1/retrieve", payload)
     assert r.status_code == status, r.text
     assert says in r.json()["error"]["message"]
+
+
+def test_pages_in_either_order_are_one_range(server: Server) -> None:
+    passages = [
+        _post(server, "/v1/retrieve", {"question": QUESTION, "filters": {"pages": p}}).json()
+        for p in ([2, 3], [3, 2])
+    ]
+    assert passages[0]["passages"] and passages[0] == passages[1]
+    assert {p["page"] for p in passages[0]["passages"]} <= {2, 3}
+
+
+def test_a_wrong_method_is_405_with_allow(server: Server) -> None:
+    r = httpx.get(f"{server.url}/v1/ask", headers=server.headers, timeout=30.0)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_the_schema_documents_errors_security_and_the_upload_body(server: Server) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json", headers=server.headers, timeout=30.0).json()
+    assert schema["security"] == [{"bearer": []}]
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    upload = schema["paths"]["/v1/documents"]["post"]
+    assert set(upload["responses"]) >= {"200", "400", "401", "403", "409", "413", "415", "422"}
+    files = upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert files["files"]["items"]["format"] == "binary"
+    error = schema["paths"]["/v1/ask"]["post"]["responses"]["422"]["content"]["application/json"]
+    assert error["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
 
 
 def test_a_body_over_the_limit_is_413(server: Server) -> None:

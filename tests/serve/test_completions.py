@@ -66,16 +66,24 @@ def test_content_parts_are_read_as_text(rag: RAG) -> None:
 
 @pytest.mark.parametrize(
     "pairs",
-    [
-        (("system", "Be brief."),),
-        (("user", "What is BLEU?"), ("assistant", "A score.")),
-        (("user", "   "),),
-    ],
-    ids=["no-user", "ends-with-assistant", "empty"],
+    [(("system", "Be brief."),), (("user", "   "),), (("assistant", "Hello"), ("user", "\u3000"))],
+    ids=["no-user", "empty", "only-white-space"],
 )
-def test_a_conversation_must_end_with_a_question(
-    rag: RAG, pairs: tuple[tuple[str, str], ...]
-) -> None:
+def test_a_conversation_must_hold_a_question(rag: RAG, pairs: tuple[tuple[str, str], ...]) -> None:
     with pytest.raises(ApiError) as err:
         conversation(rag, _messages(*pairs))
     assert err.value.status == 400
+
+
+def test_the_question_is_the_last_user_message_with_text(rag: RAG) -> None:
+    """What the schema says (a conversation holds a user message with text): messages after
+    it, an assistant's partial reply or a tool's result, are not read."""
+    chat, question = conversation(
+        rag,
+        _messages(
+            ("user", "What is BLEU?"), ("assistant", "A score."), ("user", "And ROUGE?"),
+            ("user", "  "), ("assistant", "Partial"), ("tool", "{}"),
+        ),
+    )  # fmt: skip
+    assert question == "And ROUGE?"
+    assert chat.history == [("What is BLEU?", "A score.")]

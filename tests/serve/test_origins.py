@@ -218,3 +218,15 @@ def test_a_page_of_another_port_cannot_upload_in_a_real_browser(
     assert results == ["sent", "blocked"], results
     assert _documents(keyless_server) == before
     assert not (keyless_server.upload_dir / "planted.txt").exists()
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(keyless_server: Server) -> None:
+    """Slowloris: half-sent headers must not hold a connection for as long as the client likes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", keyless_server.port), timeout=300.0) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: unfinished
+        received = b""
+        while chunk := conn.recv(4096):  # returns b"" when the server closes the connection
+            received += chunk
+    assert received == b"" or received.startswith(b"HTTP/1.1 408"), received[:200]
