@@ -13,6 +13,9 @@ and the servers it started stopped at the end. Rows:
   client keeping that many requests in flight. The questions cycle through a fixed list.
 - ``ask extract``: ``--extract-requests`` (100) ``POST /v1/ask`` at concurrency 8 with no model
   server (the default answer mode then: sentences quoted with citations, no model call).
+- ``retrieve during N uploads``: ``--burst-requests`` (20) ``/v1/retrieve`` one at a time while
+  ``--upload-burst`` (60) uploads of one small file each arrive at once: what a question waits
+  while writes queue (upload statuses: 200 ingested, 429 over ``--max-queued-writes``).
 - ``rag ask`` processes: ``--process-asks`` (10) ``rag ask QUESTION --index DIR --json`` run one
   after another (a new process per question: imports, index and embedder loaded each time), in
   the default answer mode, with no model server: the work of one question without a warm server.
@@ -32,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -163,6 +167,45 @@ async def _load(
         return latencies, errors, time.perf_counter() - t0, abstained
 
 
+async def _load_during_uploads(
+    url: str, bodies: list[dict[str, Any]], uploads: int
+) -> tuple[list[float], int, float, int, dict[int, int]]:
+    """``bodies`` to /v1/retrieve one at a time while ``uploads`` uploads arrive at once."""
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=uploads + 1)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT) as client:
+
+        async def upload(i: int) -> None:
+            text = f"Burst note {i}: the heron counts {i} reeds.".encode()
+            try:
+                r = await client.post(
+                    "/v1/documents",
+                    files=[("files", (f"burst-{i}.txt", text))],
+                    headers={"X-Requested-With": "serve_load"},
+                )
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            except httpx.HTTPError:
+                statuses[0] = statuses.get(0, 0) + 1
+
+        burst = [asyncio.create_task(upload(i)) for i in range(uploads)]
+        await asyncio.sleep(0.5)  # the uploads sent and waiting for the index
+        latencies, errors, seconds, _ = await _load(url, "/v1/retrieve", bodies, 1)
+        await asyncio.gather(*burst)
+        return latencies, errors, seconds, 0, statuses
+
+
+def load_during_uploads(
+    label: str, url: str, bodies: list[dict[str, Any]], uploads: int
+) -> dict[str, Any]:
+    latencies, errors, seconds, _, statuses = asyncio.run(
+        _load_during_uploads(url, bodies, uploads)
+    )
+    row = summarize(label, latencies, errors, seconds, 1)
+    row["upload_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def load(
     label: str, url: str, path: str, bodies: list[dict[str, Any]], concurrency: int
 ) -> dict[str, Any]:
@@ -207,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=500, help="retrieve requests per concurrency")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--extract-requests", type=int, default=100)
+    p.add_argument("--upload-burst", type=int, default=60,
+                   help="uploads sent at once beside the last retrieve row (0: none)")  # fmt: skip
+    p.add_argument("--server-args", default="",
+                   help="more arguments for the rag serve of the retrieve rows, e.g. "
+                   "'--max-queued-writes 64' to queue a whole burst")  # fmt: skip
+    p.add_argument("--burst-requests", type=int, default=20,
+                   help="retrieve requests, one at a time, during the upload burst")  # fmt: skip
     p.add_argument("--process-asks", type=int, default=10, help="rag ask processes per side")
     p.add_argument("--ask-requests", type=int, default=50, help="/v1/ask requests against vLLM")
     p.add_argument("--ask-concurrency", type=int, default=8)
@@ -245,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def retrieve_rows(args: argparse.Namespace, index: Path, work: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    server = ServeProcess(index, work, [])
+    server = ServeProcess(index, work, shlex.split(args.server_args))
     try:
         print(f"rag serve ready in {server.wait_ready():.1f}s", file=sys.stderr)
         load("warm-up", server.url, "/v1/retrieve", [{"question": "warm-up"}] * 5, 1)
@@ -254,6 +304,10 @@ def retrieve_rows(args: argparse.Namespace, index: Path, work: Path) -> list[dic
             rows.append(load("serve /v1/retrieve", server.url, "/v1/retrieve", bodies, c))
         bodies = [{"question": q} for q in cycle(args.extract_requests)]
         rows.append(load("serve /v1/ask (extract)", server.url, "/v1/ask", bodies, 8))
+        if args.upload_burst:
+            bodies = [{"question": q, "k": 5} for q in cycle(args.burst_requests)]
+            label = f"serve /v1/retrieve during {args.upload_burst} uploads"
+            rows.append(load_during_uploads(label, server.url, bodies, args.upload_burst))
     finally:
         server.stop()
     rows.append(processes("rag ask processes (extract)", index, work, cycle(args.process_asks), []))
