@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import socket
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class RaySource:
         self._renames = renames
         self._local_parser = setup
         self._count = len(candidates)
+        self._pending: deque[tuple[Work, list[str], list[np.ndarray]]] = deque()
         self._saved: tuple[bool, bool] | None = None
         try:
             self._ds = self._dataset(
@@ -161,6 +163,8 @@ class RaySource:
         vectors: list[np.ndarray] = []
         emitted = 0
         for batch in self._ds.iter_batches(batch_size=None, batch_format="numpy"):
+            # Every file this batch completes is taken from it before the first is yielded, so
+            # that ready() can tell the caller whether the next one is here or on the cluster.
             for part, text, meta, vector in zip(
                 batch["part"], batch["text"], batch["meta"], batch["vector"], strict=True
             ):
@@ -172,8 +176,10 @@ class RaySource:
                     vectors.append(vector)
                 assert work is not None
                 if len(texts) == len(work.chunks):
-                    emitted += 1
-                    yield self._finish(work, texts, vectors)
+                    self._pending.append((work, texts, vectors))
+            while self._pending:
+                emitted += 1
+                yield self._finish(*self._pending.popleft())
         if emitted != self._count:
             raise RuntimeError(f"Ray returned {emitted} of {self._count} files")
 
@@ -193,7 +199,8 @@ class RaySource:
         return work
 
     def ready(self) -> bool:
-        return True
+        """Whether the next file is already here (iterating would not wait for the cluster)."""
+        return bool(self._pending)
 
     def close(self) -> None:
         if self._saved is not None:
