@@ -257,7 +257,10 @@ def test_trimmed_quote_keeps_exact_offsets_and_its_citation() -> None:
         "Sampling took place in 2018.\nAll sampling procedures were performed by\nveterinarians "
         "of the institute (WIV).  Bats were released afterwards."
     )
-    passage = Citation(n=2, source="bats.txt", page=None, start=1000, end=1000 + len(text),
+    # The passage as it sits in its document: after 1,000 characters of other text.
+    document = "Field notes. " * 76 + "Bats. " + text + " Nothing else follows."
+    start = document.index(text)
+    passage = Citation(n=2, source="bats.txt", page=None, start=start, end=start + len(text),
                        text=text, score=1.0, similarity=0.9, chunk_id=7)  # fmt: skip
     answer = extract_answer(
         "Who performed the sampling procedures?",
@@ -272,7 +275,7 @@ def test_trimmed_quote_keeps_exact_offsets_and_its_citation() -> None:
     q = answer.quotes[0]
     assert q.text == "veterinarians of the institute (WIV)."
     assert text[q.start : q.end] == q.text
-    assert (q.doc_start, q.doc_end) == (1000 + q.start, 1000 + q.end)
+    assert document[q.doc_start : q.doc_end] == q.text
     assert (q.n, q.source, q.page) == (2, "bats.txt", None)
     assert answer.citations == [passage]
     assert answer.answer == "veterinarians of the institute (WIV). [2]"
