@@ -48,7 +48,10 @@ async def upload(request: Request, ctx: Ctx) -> dict[str, Any]:
             )
         named: list[tuple[str, BinaryIO]] = [(f.filename or "", f.file) for f in files]
         async with ctx.writes.turn():
-            return await run_in_threadpool(ctx.uploads.add, ctx.index, named, ctx.ingest_workers)
+            report = await run_in_threadpool(ctx.uploads.add, ctx.index, named, ctx.ingest_workers)
+        report["index"] = ctx.index.index_dir.name
+        with ctx.index.lease() as rag:
+            return ctx.names(rag).rewrite(report)
     finally:
         await form.close()
 
@@ -63,8 +66,8 @@ async def delete(source: str, ctx: Ctx) -> dict[str, Any]:
 def _delete(source: str, ctx: Served) -> dict[str, Any]:
     with ctx.index.lease() as rag:
         known = {d.source for d in rag.store.documents()}
-    candidates = [source, "/" + source, ctx.uploads.source_of(source)]
-    exact = next((c for c in candidates if c in known), None)
+        names = ctx.names(rag)
+    exact = names.resolve(source, known)
     if exact is None:
         raise ApiError(
             404,
@@ -76,14 +79,15 @@ def _delete(source: str, ctx: Served) -> dict[str, Any]:
         removed, _ = delete_documents(ctx.index.index_dir, [exact], only={exact})
     for doc in removed:
         ctx.uploads.remove(doc.source)
-    return {"deleted": [d.source for d in removed]}
+    return {"deleted": [names.public(d.source) for d in removed]}
 
 
 @router.get("/v1/index")
 def index_info(ctx: Ctx) -> dict[str, Any]:
     """What ``rag info --json`` says about the served index."""
     with ctx.index.lease() as rag:
-        return describe(rag.store, str(ctx.index.index_dir))
+        data = describe(rag.store, ctx.index.index_dir.name)
+        return ctx.names(rag).rewrite(data)
 
 
 # The two cheap routes run on the event loop, not in the thread pool, so that they answer even

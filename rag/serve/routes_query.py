@@ -44,10 +44,9 @@ def retrieve(req: RetrieveRequest, ctx: Ctx) -> dict[str, Any]:
         passages = rag.retrieve(
             req.question, req.k, filters=filters, **_permitted(ctx, req.overrides())
         )
-    return {
-        "question": req.question,
-        "passages": [p.model_dump(mode="json") for p in passages],
-    }
+        names = ctx.names(rag)
+    data = {"question": req.question, "passages": [p.model_dump(mode="json") for p in passages]}
+    return names.rewrite(data)
 
 
 @router.post("/v1/ask")
@@ -63,8 +62,8 @@ def ask(req: AskRequest, ctx: Ctx) -> dict[str, Any]:
             filters=filters,
             **_permitted(ctx, req.overrides.given()),
         )
-    data: dict[str, Any] = answer.model_dump(mode="json")
-    return data
+        names = ctx.names(rag)
+    return names.rewrite(answer.model_dump(mode="json"))
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -94,7 +93,8 @@ def chat_completions(
             chat, question = completions.conversation(rag, req.messages)
             _check_question(ctx, question)
             answer = chat.send(question, filters=filters, **overrides)
-        return completions.completion(answer, model, completion_id)
+            names = ctx.names(rag)
+        return names.rewrite(completions.completion(answer, model, completion_id))
     # Checked before the stream starts, so that a bad request is a 4xx, not a broken stream.
     with ctx.index.lease() as rag:
         _, question = completions.conversation(rag, req.messages)
@@ -109,8 +109,10 @@ def chat_completions(
             delta: dict[str, Any], finish: str | None = None, answer: Answer | None = None
         ) -> bytes:
             return completions.event(
-                completions.chunk(
-                    completion_id, model, created, delta, finish, answer, req.include_usage
+                ctx.names(snap.rag).rewrite(
+                    completions.chunk(
+                        completion_id, model, created, delta, finish, answer, req.include_usage
+                    )
                 )
             )
 

@@ -50,7 +50,7 @@ def test_an_upload_is_found_by_the_next_question_and_a_delete_removes_it(server:
     assert report["files_ingested"] == 1 and report["added"] == 1
     [doc] = report["documents"]
     assert doc["name"] == "zebra notes.txt"
-    assert Path(doc["source"]) == server.upload_dir.resolve() / "zebra notes.txt"
+    assert doc["source"] == "zebra notes.txt"  # the upload's name, not a path of the server
     assert _state(server.index)[1:] == (before[1] + 1, before[2] + 1)
 
     [passage] = _retrieve(server, ZEBRA_QUESTION)
@@ -137,7 +137,8 @@ def test_a_client_file_name_is_never_a_path(
     assert r.status_code == 200, r.text
     [doc] = r.json()["documents"]
     assert doc["name"] == kept_as
-    assert Path(doc["source"]).parent == server.upload_dir.resolve()
+    assert doc["source"] == kept_as
+    assert (server.upload_dir / kept_as).is_file()
     assert not (server.upload_dir.parent.parent / "escape.txt").exists()
     gone = httpx.delete(f"{server.url}/v1/documents/{kept_as}", headers=server.headers, timeout=60)
     assert gone.status_code == 200

@@ -147,12 +147,13 @@ def test_the_servers_own_page_and_scripts_still_upload_and_delete(keyless_server
     r = _plant(keyless_server, headers)
     assert r.status_code == 200, r.text
     [doc] = r.json()["documents"]
-    assert doc["source"] in _documents(keyless_server)
+    kept = str(keyless_server.upload_dir.resolve() / doc["source"])
+    assert kept in _documents(keyless_server)
     gone = httpx.delete(
         f"{keyless_server.url}/v1/documents/planted.txt", headers=headers, timeout=300.0
     )
     assert gone.status_code == 200, gone.text
-    assert doc["source"] not in _documents(keyless_server)
+    assert kept not in _documents(keyless_server)
 
 
 @pytest.fixture
