@@ -5,78 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rag.index.lexical import STOPWORDS
+
 _MARK_RE = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
 _MARK_WS_RE = re.compile(r"([ \t]*)" + _MARK_RE.pattern)
 _WORD_RE = re.compile(r"[^\W_]{3,}", re.UNICODE)
-_STOP = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "was",
-        "were",
-        "that",
-        "this",
-        "with",
-        "from",
-        "which",
-        "what",
-        "when",
-        "where",
-        "who",
-        "whom",
-        "whose",
-        "have",
-        "has",
-        "had",
-        "not",
-        "but",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "shall",
-        "may",
-        "might",
-        "must",
-        "been",
-        "being",
-        "into",
-        "onto",
-        "over",
-        "under",
-        "than",
-        "then",
-        "them",
-        "they",
-        "their",
-        "there",
-        "these",
-        "those",
-        "its",
-        "it's",
-        "his",
-        "her",
-        "our",
-        "your",
-        "you",
-        "about",
-        "also",
-        "such",
-        "based",
-        "provided",
-        "documents",
-        "document",
-        "passages",
-        "passage",
-        "answer",
-        "question",
-        "know",
-        "don",
-    ]
-)
 
 
 def cited_numbers(text: str) -> list[int]:
@@ -102,7 +35,7 @@ def strip_invalid(text: str, valid: set[int]) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD_RE.findall(text)} - _STOP
+    return {w.lower() for w in _WORD_RE.findall(text)} - STOPWORDS
 
 
 def attribute(answer: str, passages: Sequence[str], min_support: float = 0.3) -> list[int]:
