@@ -394,6 +394,15 @@ def optimize(index_dir: str | Path) -> tuple[Manifest, Manifest] | None:
         if not names:
             return None
         snap = merge(index_dir, base, names)
-        remove_stale(index_dir, keep={snap.name, base.name})
-        remove_unreferenced_segments(index_dir)
+        try:
+            remove_stale(index_dir, keep={snap.name, base.name})
+            remove_unreferenced_segments(index_dir)
+        except Exception as exc:
+            # The merge is published: a failed clean-up costs disk space, not the result.
+            log.warning(
+                "The merge is in (%s), but removing old snapshots or segments after it failed: "
+                "%s. They only take disk space and the next write retries; run `rag index "
+                "verify --index %s` to check the index.",
+                snap.name, exc, index_dir,
+            )  # fmt: skip
         return before, read_manifest(snap)
