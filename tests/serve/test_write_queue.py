@@ -54,7 +54,6 @@ def test_questions_are_answered_during_a_burst_of_uploads(server: Server) -> Non
     assert statuses <= {200, 429}, statuses
     refused = [resp for resp in responses if resp.status_code == 429]
     assert all(resp.headers.get("retry-after") for resp in refused)
-    assert refused, "a burst over --max-queued-writes is refused, not queued without bound"
     for resp in responses:
         if resp.status_code == 200:
             name = resp.json()["documents"][0]["name"]
@@ -62,3 +61,38 @@ def test_questions_are_answered_during_a_burst_of_uploads(server: Server) -> Non
                 f"{server.url}/v1/documents/{name}", headers=server.headers, timeout=600.0
             )
             assert gone.status_code == 200, gone.text
+
+
+def test_writes_beyond_the_queue_are_refused_with_retry_after() -> None:
+    import asyncio
+
+    from rag.serve.errors import ApiError
+    from rag.serve.writes import WriteQueue
+
+    async def scenario() -> tuple[list[str], ApiError]:
+        queue = WriteQueue(max_waiting=2)
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def write(name: str) -> None:
+            async with queue.turn():
+                order.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(write("first"))
+        await asyncio.sleep(0)  # first holds the turn
+        waiting = [asyncio.create_task(write(n)) for n in ("second", "third")]
+        await asyncio.sleep(0)  # both wait
+        try:
+            async with queue.turn():
+                raise AssertionError("a third waiter was queued")
+        except ApiError as exc:
+            refused = exc
+        release.set()
+        await asyncio.gather(first, *waiting)
+        return order, refused
+
+    order, refused = asyncio.run(scenario())
+    assert order == ["first", "second", "third"]  # one at a time, in arrival order
+    assert refused.status == 429 and refused.headers["Retry-After"]
+    assert "--max-queued-writes" in refused.message
