@@ -147,9 +147,9 @@ def add_ours(task: dict[str, Any]) -> dict[str, Any]:
 def optimize_ours(task: dict[str, Any]) -> dict[str, Any]:
     """``rag index optimize`` (every segment merged into one), then ``rag index verify --recall``:
     the recall@10 of each approximate segment on stored vectors used as questions."""
+    from rag.index.optimizing import optimize
     from rag.index.snapshots import current_snapshot
     from rag.index.verify import measure_recall
-    from rag.index.writer import optimize
 
     start = time.perf_counter()
     optimize(task["index"])

@@ -206,7 +206,7 @@ def _embedded_questions(args: argparse.Namespace, index_dir: Path) -> Any:
 
 
 def _cmd_optimize(args: argparse.Namespace) -> int:
-    from rag.index.writer import optimize
+    from rag.index.optimizing import optimize
 
     index_dir = _index_dir(args)
     result = optimize(index_dir)

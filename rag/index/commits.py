@@ -19,6 +19,7 @@ from rag.index.snapshots import (
     fsync_dir,
     fsync_file,
     publish,
+    remove_stale,
     snapshot_names,
 )
 
@@ -102,3 +103,19 @@ def remove_unreferenced_segments(index_dir: Path) -> None:
         except OSError as exc:
             log.warning("Could not remove the unused segment %s: %s", name, exc)
     fsync_dir(root)
+
+
+def clean_up_after(index_dir: Path, snap: Path, keep: set[str]) -> str | None:
+    """After ``snap`` was published: remove the snapshots other than ``keep`` and the segments
+    that no snapshot lists. A failure is returned as the warning to show, not raised: the data is
+    in and durable, and the leftovers cost disk space only (the next write retries)."""
+    try:
+        remove_stale(index_dir, keep=keep)
+        remove_unreferenced_segments(index_dir)
+    except Exception as exc:
+        return (
+            f"The commit is in ({snap.name}), but removing old snapshots or segments after it "
+            f"failed: {exc}. They only take disk space and the next write retries; run "
+            f"`rag index verify --index {index_dir}` to check the index."
+        )
+    return None

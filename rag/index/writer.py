@@ -23,6 +23,7 @@ import numpy as np
 
 from rag.errors import IndexCorrupt
 from rag.index.commits import (
+    clean_up_after,
     publish_manifest,
     remove_unreferenced_segments,
     take_segment_name,
@@ -31,7 +32,7 @@ from rag.index.crashpoints import reach
 from rag.index.docstore import DocumentRecord, NewChunk, list_documents, match_patterns_in
 from rag.index.legacy import LegacySegment, convert, id_floors
 from rag.index.manifest import Manifest, SegmentInfo, check_same_build, now, read_manifest
-from rag.index.merging import merge, merge_by_policy, optimize_plan
+from rag.index.merging import merge_by_policy
 from rag.index.reader import open_segments
 from rag.index.segment import ChunkRow, SegmentBuilder, SegmentReader
 from rag.index.snapshots import (
@@ -281,15 +282,9 @@ class StoreWriter:
         # it moved on; older ones (and snapshots of interrupted writes) go, then the segments
         # that no snapshot left on disk lists.
         keep = {snap.name} | ({self._base.name} if self._base is not None else set())
-        try:
-            remove_stale(self.index_dir, keep=keep)
-            remove_unreferenced_segments(self.index_dir)
-        except Exception as exc:
-            self._warn(
-                f"The commit is in ({snap.name}), but removing old snapshots or segments after "
-                f"it failed: {exc}. They only take disk space and the next write retries; run "
-                f"`rag index verify --index {self.index_dir}` to check the index."
-            )
+        failed = clean_up_after(self.index_dir, snap, keep)
+        if failed is not None:
+            self._warn(failed)
         return snap
 
     def _warn(self, message: str) -> None:
@@ -320,7 +315,7 @@ def open_writer(index_dir: str | Path, manifest: Manifest) -> Iterator[StoreWrit
     index_dir.mkdir(parents=True, exist_ok=True)
     with lock(index_dir):
         reach("lock-taken")
-        committed = _committed_base(index_dir)
+        committed = committed_base(index_dir)
         base: Path | None = None
         if committed is not None:
             base, existing = committed
@@ -335,9 +330,7 @@ def open_writer_locked(
     index_dir: Path, base: Path | None, manifest: Manifest
 ) -> Iterator[StoreWriter]:
     """:func:`open_writer` for a caller that holds the lock and read the committed ``base``."""
-    remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
-    if base is not None:
-        remove_unreferenced_segments(index_dir)
+    clean_at_lock(index_dir, base)
     reach("lock-cleaned")
     writer = StoreWriter(index_dir, manifest, base)
     try:
@@ -347,7 +340,15 @@ def open_writer_locked(
             writer.abort()
 
 
-def _committed_base(index_dir: Path) -> tuple[Path, Manifest] | None:
+def clean_at_lock(index_dir: Path, base: Path | None) -> None:
+    """What a writer removes when it takes the lock: snapshots of interrupted writes and older
+    ones (the committed ``base`` and the one before it stay), and segments none of them lists."""
+    remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
+    if base is not None:
+        remove_unreferenced_segments(index_dir)
+
+
+def committed_base(index_dir: Path) -> tuple[Path, Manifest] | None:
     """The committed snapshot and its manifest; None when nothing was ever committed.
 
     A damaged CURRENT or an unreadable manifest raises IndexCorrupt here, before any clean-up, so
@@ -369,40 +370,3 @@ def _keep_at_lock(index_dir: Path, base: Path | None) -> set[str] | None:
     number = int(base.name.split("-")[1])
     older = [n for n in snapshot_names(index_dir) if int(n.split("-")[1]) < number]
     return {base.name, *older[-1:]}
-
-
-def optimize(index_dir: str | Path) -> tuple[Manifest, Manifest] | None:
-    """Merge every segment of ``index_dir`` into one, without tombstoned rows and with an
-    approximate vector index when its size calls for one; (before, after), or None when the
-    index is already one such segment."""
-    index_dir = Path(index_dir)
-    current_snapshot(index_dir)  # no index (or none committed): IndexNotFound, saying what to do
-    with lock(index_dir):
-        committed = _committed_base(index_dir)
-        if committed is None:  # CURRENT removed meanwhile
-            current_snapshot(index_dir)
-            raise AssertionError("unreachable")
-        base, before = committed
-        if not before.segmented:
-            # An index of schema 1-2 becomes one segment on its first write.
-            with open_writer_locked(index_dir, base, before) as writer:
-                snap = writer.commit(merge=False)
-            return before, read_manifest(snap)
-        remove_stale(index_dir, keep=_keep_at_lock(index_dir, base))
-        remove_unreferenced_segments(index_dir)
-        names = optimize_plan(before)
-        if not names:
-            return None
-        snap = merge(index_dir, base, names)
-        try:
-            remove_stale(index_dir, keep={snap.name, base.name})
-            remove_unreferenced_segments(index_dir)
-        except Exception as exc:
-            # The merge is published: a failed clean-up costs disk space, not the result.
-            log.warning(
-                "The merge is in (%s), but removing old snapshots or segments after it failed: "
-                "%s. They only take disk space and the next write retries; run `rag index "
-                "verify --index %s` to check the index.",
-                snap.name, exc, index_dir,
-            )  # fmt: skip
-        return before, read_manifest(snap)

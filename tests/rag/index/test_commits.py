@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from rag.errors import IndexCorrupt
+from rag.index import commits as commits_module
 from rag.index import writer as writer_module
 from rag.index.docstore import NewChunk
 from rag.index.manifest import Manifest, read_manifest
+from rag.index.optimizing import optimize
 from rag.index.reader import Store, open_segments
 from rag.index.segment import SegmentReader
 from rag.index.snapshots import current_snapshot
@@ -167,8 +169,9 @@ def test_a_clean_up_failure_after_the_commit_is_a_warning(
 
     with open_writer(index, _manifest()) as w:
         _add(w, "/b.txt", seed=2)
-        # Only the clean-up after the publish fails; the one at lock time has run.
-        monkeypatch.setattr(writer_module, "remove_unreferenced_segments", broken)
+        # Only the clean-up after the publish (rag.index.commits.clean_up_after) fails; the one at
+        # lock time has run.
+        monkeypatch.setattr(commits_module, "remove_unreferenced_segments", broken)
         snap = w.commit()
     assert snap == current_snapshot(index)
     (warning,) = w.warnings
@@ -185,19 +188,15 @@ def test_a_clean_up_failure_after_optimize_merged_is_a_warning(
         with open_writer(index, _manifest()) as w:
             _add(w, source, seed=i + 1)
             w.commit(merge=False)
-    calls = 0
-    real = writer_module.remove_unreferenced_segments
 
-    def broken_after_the_merge(index_dir: Path) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 1:  # the clean-up at lock time runs; the one after the merge fails
-            raise PermissionError(13, "Permission denied", str(index_dir / "segments"))
-        real(index_dir)
+    def broken(index_dir: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(index_dir / "segments"))
 
-    monkeypatch.setattr(writer_module, "remove_unreferenced_segments", broken_after_the_merge)
+    # The clean-up after the merge (rag.index.commits.clean_up_after) fails; the one at lock time
+    # (rag.index.writer.clean_at_lock) runs.
+    monkeypatch.setattr(commits_module, "remove_unreferenced_segments", broken)
     with caplog.at_level("WARNING"):
-        before, after = writer_module.optimize(index)  # type: ignore[misc]
+        before, after = optimize(index)  # type: ignore[misc]
     assert len(before.segments) == 2 and len(after.segments) == 1
     assert "Permission denied" in caplog.text and "rag index verify" in caplog.text
     with Store.open(index) as store:

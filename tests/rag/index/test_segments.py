@@ -21,11 +21,12 @@ from rag.index.docstore import NewChunk
 from rag.index.filters import Filters
 from rag.index.manifest import Manifest, read_manifest
 from rag.index.merging import TIER_FACTOR, merge, plan_merge
+from rag.index.optimizing import optimize
 from rag.index.reader import Store
 from rag.index.segment import SEGMENTS, segment_names
 from rag.index.snapshots import current_snapshot
 from rag.index.verify import measure_recall, verify
-from rag.index.writer import StoreWriter, open_writer, optimize
+from rag.index.writer import StoreWriter, open_writer
 from tests.conftest import SHARED_DATA
 
 DIM = 32
